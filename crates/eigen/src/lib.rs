@@ -1,0 +1,3 @@
+//! # gensplit-eigen (in progress)
+//!
+//! Matrix-free symmetric eigensolvers.
