@@ -81,11 +81,7 @@ fn check_body(
     }
     if have > need {
         let body = (bytes.len() - header_len) as u64;
-        let actual = if item_size == 0 {
-            body
-        } else {
-            body / item_size
-        };
+        let actual = body.checked_div(item_size).unwrap_or(body);
         return Err(DataError::CountMismatch {
             path: path.to_path_buf(),
             what,

@@ -249,7 +249,7 @@ mod tests {
             [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
         );
         assert!(test.images.iter().all(|&v| (0.0..=1.0).contains(&v)));
-        assert!(test.images.iter().any(|&v| v == 1.0));
+        assert!(test.images.contains(&1.0));
         // mean intensity of MNIST is about 0.13
         let mean = test.images.iter().map(|&v| v as f64).sum::<f64>() / test.images.len() as f64;
         assert!((0.11..0.15).contains(&mean), "mean {mean}");
@@ -278,8 +278,8 @@ mod tests {
                 .len(),
             10_000
         );
-        // flip one label (still a valid label) in a raw copy, which is preferred? no:
-        // .gz is tried first, so remove it and write the modified raw file.
+        // change one label (to another valid label) and store the labels raw
+        // (the .gz is tried first, so remove it).
         let lab_gz = t.0.join("t10k-labels-idx1-ubyte.gz");
         let mut raw = idx::read_file(&lab_gz).unwrap();
         std::fs::remove_file(&lab_gz).unwrap();
@@ -372,6 +372,27 @@ mod tests {
             load(&t.0, Split::Test, Verify::None),
             Err(DataError::BadMagic { .. } | DataError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn corrupt_gzip_and_truncated_files_are_typed_errors() {
+        let t = TempDir::new();
+        write_small(&t.0, 2, 28, &[1, 2], true);
+        let gz = t.0.join("t10k-images-idx3-ubyte.gz");
+        let bytes = std::fs::read(&gz).unwrap();
+        std::fs::write(&gz, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load(&t.0, Split::Test, Verify::None).unwrap_err();
+        assert!(matches!(e, DataError::BadGzip { .. }), "{e}");
+        assert!(e.to_string().contains("t10k-images-idx3-ubyte.gz"));
+
+        let t = TempDir::new();
+        write_small(&t.0, 2, 28, &[1, 2], false);
+        let raw = t.0.join("t10k-images-idx3-ubyte");
+        let bytes = std::fs::read(&raw).unwrap();
+        std::fs::write(&raw, &bytes[..bytes.len() - 100]).unwrap();
+        let e = load(&t.0, Split::Test, Verify::None).unwrap_err();
+        assert!(matches!(e, DataError::Truncated { .. }), "{e}");
+        assert!(e.to_string().contains("t10k-images-idx3-ubyte"));
     }
 
     #[test]

@@ -481,8 +481,8 @@ mod tests {
         })
         .unwrap();
         let z = generate(&cb0, &l, Stream::Train);
-        for i in 0..l.len() {
-            let k = (0..10).find(|&k| cb0.render(cb0.prototype(l[i] as usize, k)) == z.image(i));
+        for (i, &label) in l.iter().enumerate() {
+            let k = (0..10).find(|&k| cb0.render(cb0.prototype(label as usize, k)) == z.image(i));
             assert!(k.is_some());
         }
     }
