@@ -1,0 +1,380 @@
+//! 2-D convolution as a differentiable dfdx op (dfdx's own conv2d needs the
+//! broken `nightly` feature).
+//!
+//! Layout: activations are rank-2 tensors `[batch, C·H·W]` holding each
+//! sample's NCHW feature map row-major; the weight block is `[O, C, k, k]`
+//! (flat `O·C·k·k`), the bias `[O]`. With stride `s` and zero padding `p`,
+//! `Ho = (H + 2p − k)/s + 1` (likewise `Wo`) and
+//!
+//! ```text
+//! y[n,o,i,j] = b[o] + Σ_{c,u,v} W[o,c,u,v] · x[n, c, i·s − p + u, j·s − p + v]
+//! ```
+//!
+//! (out-of-range x reads are 0). Forward rule, per sample: `cols = im2col(x)`
+//! (`[C·k·k, Ho·Wo]`), `Y = W · cols + b`. Backward rule, with `G = ∂L/∂Y`:
+//! `∂L/∂W = Σ_n G_n · cols_nᵀ`, `∂L/∂b = Σ_{n,i,j} G_n`,
+//! `∂L/∂x_n = col2im(Wᵀ · G_n)`. Samples run in parallel (rayon) in fixed
+//! chunks whose partial weight gradients are summed in chunk order, so results
+//! are bit-identical whatever the thread count.
+
+use crate::{Dev, Float, T1, T2};
+use dfdx::prelude::*;
+use dfdx::tensor::{Merge, Tape};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Samples per parallel work item (fixed, for determinism).
+const CHUNK: usize = 8;
+
+/// Shape of one convolution: input `[C, H, W]`, `O` filters of `k×k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvGeom {
+    /// Input channels C.
+    pub c_in: usize,
+    /// Input height H.
+    pub h: usize,
+    /// Input width W.
+    pub w: usize,
+    /// Output channels O.
+    pub c_out: usize,
+    /// Kernel size k (square).
+    pub k: usize,
+    /// Stride s.
+    pub stride: usize,
+    /// Zero padding p on every side.
+    pub pad: usize,
+}
+
+impl ConvGeom {
+    /// Output height Ho (`None` when the kernel does not fit or stride is 0).
+    pub fn checked_out_hw(&self) -> Option<(usize, usize)> {
+        if self.stride == 0 || self.k == 0 || self.c_in == 0 || self.c_out == 0 {
+            return None;
+        }
+        let hp = self.h + 2 * self.pad;
+        let wp = self.w + 2 * self.pad;
+        if hp < self.k || wp < self.k {
+            return None;
+        }
+        Some(((hp - self.k) / self.stride + 1, (wp - self.k) / self.stride + 1))
+    }
+    /// `(Ho, Wo)`; panics on an invalid geometry (models validate first).
+    pub fn out_hw(&self) -> (usize, usize) {
+        self.checked_out_hw().expect("invalid conv geometry")
+    }
+    /// Input features per sample, C·H·W.
+    pub fn in_features(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    /// Output features per sample, O·Ho·Wo.
+    pub fn out_features(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        self.c_out * ho * wo
+    }
+    /// Rows of the im2col matrix, C·k·k.
+    pub fn patch(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    /// Weight elements O·C·k·k.
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.patch()
+    }
+}
+
+/// im2col of one sample: `cols[(c·k + u)·k + v, i·Wo + j] = x[c, i·s−p+u, j·s−p+v]`.
+fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    for c in 0..g.c_in {
+        for u in 0..g.k {
+            for v in 0..g.k {
+                let row = &mut cols[((c * g.k + u) * g.k + v) * hw..][..hw];
+                for i in 0..ho {
+                    let y = (i * g.stride + u) as isize - g.pad as isize;
+                    let dst = &mut row[i * wo..(i + 1) * wo];
+                    if y < 0 || y >= g.h as isize {
+                        dst.fill(E::zero());
+                        continue;
+                    }
+                    let src = &x[(c * g.h + y as usize) * g.w..][..g.w];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        let xx = (j * g.stride + v) as isize - g.pad as isize;
+                        *d = if xx < 0 || xx >= g.w as isize { E::zero() } else { src[xx as usize] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] += dcols[...]`.
+fn col2im_add<E: Float>(g: &ConvGeom, dcols: &[E], dx: &mut [E]) {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    for c in 0..g.c_in {
+        for u in 0..g.k {
+            for v in 0..g.k {
+                let row = &dcols[((c * g.k + u) * g.k + v) * hw..][..hw];
+                for i in 0..ho {
+                    let y = (i * g.stride + u) as isize - g.pad as isize;
+                    if y < 0 || y >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut dx[(c * g.h + y as usize) * g.w..][..g.w];
+                    for j in 0..wo {
+                        let xx = (j * g.stride + v) as isize - g.pad as isize;
+                        if xx >= 0 && xx < g.w as isize {
+                            dst[xx as usize] += row[i * wo + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m×n] (+)= a[m×k] · b[k×n]` with explicit (row, col) strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul<E: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [E],
+    accumulate: bool,
+    a: &[E],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[E],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above keep every index gemm touches inside the
+    // slices; `dst` is an exclusive borrow, E is f32 or f64.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            if accumulate { E::one() } else { E::zero() },
+            E::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Forward pass on plain buffers: returns `y` (`[n, O·Ho·Wo]`) and, when
+/// `keep_cols`, the im2col matrices of every sample for the backward pass.
+pub fn forward_raw<E: Float>(
+    g: &ConvGeom,
+    x: &[E],
+    w: &[E],
+    b: &[E],
+    n: usize,
+    keep_cols: bool,
+) -> (Vec<E>, Option<Vec<E>>) {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    assert_eq!(x.len(), n * fin);
+    assert_eq!(w.len(), g.weight_len());
+    assert_eq!(b.len(), g.c_out);
+    let mut y = vec![E::zero(); n * fout];
+    let mut cols = if keep_cols { Some(vec![E::zero(); n * patch * hw]) } else { None };
+    let one_sample = |xs: &[E], ys: &mut [E], cs: &mut [E]| {
+        im2col(g, xs, cs);
+        matmul(g.c_out, hw, patch, ys, false, w, patch, 1, cs, hw, 1);
+        for (o, row) in ys.chunks_mut(hw).enumerate() {
+            for v in row {
+                *v += b[o];
+            }
+        }
+    };
+    match cols.as_mut() {
+        Some(cols) => {
+            y.par_chunks_mut(fout * CHUNK)
+                .zip(cols.par_chunks_mut(patch * hw * CHUNK))
+                .zip(x.par_chunks(fin * CHUNK))
+                .for_each(|((yc, cc), xc)| {
+                    for ((ys, cs), xs) in
+                        yc.chunks_mut(fout).zip(cc.chunks_mut(patch * hw)).zip(xc.chunks(fin))
+                    {
+                        one_sample(xs, ys, cs);
+                    }
+                });
+        }
+        None => {
+            y.par_chunks_mut(fout * CHUNK).zip(x.par_chunks(fin * CHUNK)).for_each(|(yc, xc)| {
+                let mut cs = vec![E::zero(); patch * hw];
+                for (ys, xs) in yc.chunks_mut(fout).zip(xc.chunks(fin)) {
+                    one_sample(xs, ys, &mut cs);
+                }
+            });
+        }
+    }
+    (y, cols)
+}
+
+/// Gradients of one conv call: `(dx, dw, db)`.
+pub struct ConvGrads<E> {
+    /// ∂L/∂x, `[n, C·H·W]` (`None` when not requested).
+    pub dx: Option<Vec<E>>,
+    /// ∂L/∂W, `[O·C·k·k]`.
+    pub dw: Vec<E>,
+    /// ∂L/∂b, `[O]`.
+    pub db: Vec<E>,
+}
+
+/// Backward pass on plain buffers, from the forward's im2col matrices.
+pub fn backward_raw<E: Float>(
+    g: &ConvGeom,
+    cols: &[E],
+    w: &[E],
+    dy: &[E],
+    n: usize,
+    want_dx: bool,
+) -> ConvGrads<E> {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    assert_eq!(dy.len(), n * fout);
+    assert_eq!(cols.len(), n * patch * hw);
+    let mut dx = if want_dx { Some(vec![E::zero(); n * fin]) } else { None };
+    // Per-chunk partial (dw, db), in chunk order.
+    let partial = |dyc: &[E], cc: &[E], dxc: Option<&mut [E]>| {
+        let mut dw = vec![E::zero(); g.weight_len()];
+        let mut db = vec![E::zero(); g.c_out];
+        let mut dcols = if dxc.is_some() { vec![E::zero(); patch * hw] } else { Vec::new() };
+        let mut dxc = dxc;
+        for (s, (dys, cs)) in dyc.chunks(fout).zip(cc.chunks(patch * hw)).enumerate() {
+            // dW += dY · colsᵀ
+            matmul(g.c_out, patch, hw, &mut dw, true, dys, hw, 1, cs, 1, hw);
+            for (o, row) in dys.chunks(hw).enumerate() {
+                db[o] += row.iter().fold(E::zero(), |a, &v| a + v);
+            }
+            if let Some(dxc) = dxc.as_deref_mut() {
+                // dcols = Wᵀ · dY
+                matmul(patch, hw, g.c_out, &mut dcols, false, w, 1, patch, dys, hw, 1);
+                col2im_add(g, &dcols, &mut dxc[s * fin..(s + 1) * fin]);
+            }
+        }
+        (dw, db)
+    };
+    let parts: Vec<(Vec<E>, Vec<E>)> = match dx.as_mut() {
+        Some(dx) => dy
+            .par_chunks(fout * CHUNK)
+            .zip(cols.par_chunks(patch * hw * CHUNK))
+            .zip(dx.par_chunks_mut(fin * CHUNK))
+            .map(|((dyc, cc), dxc)| partial(dyc, cc, Some(dxc)))
+            .collect(),
+        None => dy
+            .par_chunks(fout * CHUNK)
+            .zip(cols.par_chunks(patch * hw * CHUNK))
+            .map(|(dyc, cc)| partial(dyc, cc, None))
+            .collect(),
+    };
+    let mut dw = vec![E::zero(); g.weight_len()];
+    let mut db = vec![E::zero(); g.c_out];
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    ConvGrads { dx, dw, db }
+}
+
+/// The differentiable op: `x: [n, C·H·W]`, `w: [O·C·k·k]`, `b: [O]` →
+/// `[n, O·Ho·Wo]`. Gradients flow to every operand that carries a tape
+/// (at least `x` must carry the tape if any does: dfdx records the op on
+/// `x`'s tape type).
+pub fn conv2d<E, TX, TW, TB>(x: T2<E, TX>, w: T1<E, TW>, b: T1<E, TB>, g: &ConvGeom) -> T2<E, TX>
+where
+    E: Float,
+    Dev: Device<E>,
+    TX: Tape<E, Dev> + Merge<TW> + Merge<TB>,
+    TW: Tape<E, Dev>,
+    TB: Tape<E, Dev>,
+{
+    let n = x.shape().0;
+    assert_eq!(x.shape().1, g.in_features(), "conv2d: input features");
+    let (x, tx) = x.split_tape();
+    let (w, tw) = w.split_tape();
+    let (b, tb) = b.split_tape();
+    let mut tape = tx.merge(tw).merge(tb);
+    let (wv, xv, bv) = (w.as_vec(), x.as_vec(), b.as_vec());
+    let (y, cols) = forward_raw(g, &xv, &wv, &bv, n, TX::OWNS_TAPE);
+    let dev = x.device().clone();
+    let out = dev.tensor_from_vec(y, (n, g.out_features()));
+    if let Some(cols) = cols {
+        let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
+        let g = *g;
+        tape.add_backward_op(move |grads| {
+            let dy: Vec<E> = cpu_slice::<E>(grads.get_or_alloc_mut(&og)?).to_vec();
+            let r = backward_raw(&g, &cols, &wv, &dy, n, true);
+            let dxg = grads.get_or_alloc_mut(&xg)?;
+            for (a, b) in cpu_slice::<E>(dxg).iter_mut().zip(r.dx.unwrap_or_default()) {
+                *a += b;
+            }
+            let dwg = grads.get_or_alloc_mut(&wg)?;
+            for (a, b) in cpu_slice::<E>(dwg).iter_mut().zip(r.dw) {
+                *a += b;
+            }
+            let dbg = grads.get_or_alloc_mut(&bg)?;
+            for (a, b) in cpu_slice::<E>(dbg).iter_mut().zip(r.db) {
+                *a += b;
+            }
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// Views dfdx's CPU gradient storage as a slice (outside any `Cpu: Device<E>`
+/// where-clause, so the associated type normalizes).
+pub(crate) fn cpu_slice<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut [E] {
+    &mut v[..]
+}
+
+/// Naive reference convolution in f64 straight from the defining sum; the
+/// oracle for tests (slow: O(n·O·Ho·Wo·C·k²) with no blocking).
+pub fn reference_forward(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let (ho, wo) = g.out_hw();
+    let mut y = vec![0.0; n * g.out_features()];
+    for s in 0..n {
+        for o in 0..g.c_out {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut acc = b[o];
+                    for c in 0..g.c_in {
+                        for u in 0..g.k {
+                            for v in 0..g.k {
+                                let yy = (i * g.stride + u) as isize - g.pad as isize;
+                                let xx = (j * g.stride + v) as isize - g.pad as isize;
+                                if yy >= 0 && xx >= 0 && (yy as usize) < g.h && (xx as usize) < g.w {
+                                    acc += w[((o * g.c_in + c) * g.k + u) * g.k + v]
+                                        * x[s * g.in_features() + (c * g.h + yy as usize) * g.w + xx as usize];
+                                }
+                            }
+                        }
+                    }
+                    y[s * g.out_features() + (o * ho + i) * wo + j] = acc;
+                }
+            }
+        }
+    }
+    y
+}

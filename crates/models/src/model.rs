@@ -1,0 +1,145 @@
+//! The [`Model`] trait: a parameter layout plus one generic forward pass.
+
+use crate::ops::Ops;
+use crate::{Cnn, Float, ModMlp, ParamLayout};
+use serde::{Deserialize, Serialize};
+
+/// Errors from running a model on user-supplied parameters or data.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// θ does not have the layout's length.
+    #[error("parameter vector has {got} entries, the model's layout needs {expected}")]
+    ThetaLength {
+        /// Layout length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// The inputs are of the wrong kind or size for this model.
+    #[error("inputs do not fit the model: {0}")]
+    Inputs(String),
+    /// Labels and inputs differ in count.
+    #[error("{labels} labels for {inputs} inputs")]
+    LabelCount {
+        /// Inputs.
+        inputs: usize,
+        /// Labels.
+        labels: usize,
+    },
+    /// A label is not a valid class.
+    #[error("label {label} is out of range for {classes} classes")]
+    LabelRange {
+        /// The label.
+        label: u32,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A configuration field is invalid.
+    #[error("invalid model config field `{field}`: {reason}")]
+    Config {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A batch of network inputs.
+#[derive(Clone, Copy, Debug)]
+pub enum Inputs<'a> {
+    /// Images, `[n, 784]` row-major, values in `[0, 1]`.
+    Images {
+        /// Pixels.
+        pixels: &'a [f32],
+    },
+    /// Token pairs `(a_n, b_n)` for modular addition.
+    Tokens {
+        /// First operands.
+        a: &'a [u32],
+        /// Second operands.
+        b: &'a [u32],
+    },
+}
+
+impl Inputs<'_> {
+    /// Selects rows `lo..hi` of the batch.
+    pub fn rows(&self, lo: usize, hi: usize, features: usize) -> Self {
+        match *self {
+            Inputs::Images { pixels } => Inputs::Images { pixels: &pixels[lo * features..hi * features] },
+            Inputs::Tokens { a, b } => Inputs::Tokens { a: &a[lo..hi], b: &b[lo..hi] },
+        }
+    }
+}
+
+/// A network: a flat parameter layout and a forward pass written once over
+/// [`Ops`].
+pub trait Model {
+    /// The parameter layout (θ's coordinate system).
+    fn layout(&self) -> &ParamLayout;
+    /// Number of output classes.
+    fn classes(&self) -> usize;
+    /// Validates `inputs` and returns the batch size.
+    fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError>;
+    /// Logits `[n, classes]`. Inputs must have passed [`Model::check_inputs`].
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act;
+    /// Seeded initial parameters (deterministic).
+    fn init<E: Float>(&self, seed: u64) -> Vec<E>;
+    /// Features per input sample (784 for images, 1 for token pairs).
+    fn input_features(&self) -> usize;
+}
+
+/// Either model, for code that handles both.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AnyModel {
+    /// The image CNN.
+    Cnn(Cnn),
+    /// The modular-addition MLP.
+    ModMlp(ModMlp),
+}
+
+impl Model for AnyModel {
+    fn layout(&self) -> &ParamLayout {
+        match self {
+            AnyModel::Cnn(m) => m.layout(),
+            AnyModel::ModMlp(m) => m.layout(),
+        }
+    }
+    fn classes(&self) -> usize {
+        match self {
+            AnyModel::Cnn(m) => m.classes(),
+            AnyModel::ModMlp(m) => m.classes(),
+        }
+    }
+    fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError> {
+        match self {
+            AnyModel::Cnn(m) => m.check_inputs(inputs),
+            AnyModel::ModMlp(m) => m.check_inputs(inputs),
+        }
+    }
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
+        match self {
+            AnyModel::Cnn(m) => m.forward(ops, inputs),
+            AnyModel::ModMlp(m) => m.forward(ops, inputs),
+        }
+    }
+    fn init<E: Float>(&self, seed: u64) -> Vec<E> {
+        match self {
+            AnyModel::Cnn(m) => m.init(seed),
+            AnyModel::ModMlp(m) => m.init(seed),
+        }
+    }
+    fn input_features(&self) -> usize {
+        match self {
+            AnyModel::Cnn(m) => m.input_features(),
+            AnyModel::ModMlp(m) => m.input_features(),
+        }
+    }
+}
+
+/// Uniform `U(−1/√fan_in, 1/√fan_in)` draws (PyTorch's default for linear
+/// and conv layers), from a seeded ChaCha8 stream.
+pub(crate) fn uniform_fan_in(rng: &mut rand_chacha::ChaCha8Rng, n: usize, fan_in: usize) -> Vec<f64> {
+    use rand::Rng;
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
+}

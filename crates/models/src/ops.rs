@@ -1,0 +1,223 @@
+//! The layer vocabulary every model's forward is written in, and the primal
+//! (ordinary) implementation of it.
+//!
+//! A model's forward pass ([`crate::Model::forward`]) only calls the methods
+//! of [`Ops`]; an implementation decides what an activation is:
+//!
+//! * [`Primal`]: a rank-2 dfdx tensor `[batch, features]`, taped (training,
+//!   gradients) or not (evaluation). Parameters are slices of one flat θ
+//!   tensor, so `∂L/∂θ` comes out as one flat vector.
+//! * `gensplit_hvp::Dual` (other crate): a (primal, tangent) pair giving the
+//!   forward-mode directional derivative, used for exact Hessian-vector
+//!   products by reverse-over-forward.
+//!
+//! The loss is the mean softmax cross-entropy over the batch,
+//! `L = −(1/N) Σₙ log softmax(zₙ)_{yₙ}` (nats).
+
+use crate::conv::{conv2d, ConvGeom};
+use crate::model::{Inputs, Model, ModelError};
+use crate::{BlockId, Dev, Float, ParamLayout, Taped, T1, T2};
+use dfdx::prelude::*;
+use dfdx::tensor::Tape;
+
+/// The layer operations a model's forward pass is built from.
+pub trait Ops<E: Float> {
+    /// An activation `[batch, features]` (whatever the implementation carries).
+    type Act;
+    /// Images as the network input: `pixels` is `[n, features]` in `[0, 1]`.
+    fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act;
+    /// Shared token embedding of a pair: row `n` is `[table[a_n] ; table[b_n]]`
+    /// where `table` is the block `[vocab, dim]`.
+    fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act;
+    /// Affine layer `x Wᵀ + b` with `W: [out, in]`, `b: [out]`.
+    fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act;
+    /// 2-D convolution, see [`crate::conv`].
+    fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act;
+    /// Elementwise `max(x, 0)`.
+    fn relu(&mut self, x: Self::Act) -> Self::Act;
+}
+
+/// Primal implementation: parameters are slices of the flat tensor θ, with
+/// tape `T` ([`Taped`] to get gradients, [`NoneTape`] to evaluate).
+pub struct Primal<'a, E: Float, T> {
+    dev: Dev,
+    layout: &'a ParamLayout,
+    theta: T1<E>,
+    _tape: std::marker::PhantomData<T>,
+}
+
+impl<'a, E: Float, T: Tape<E, Dev>> Primal<'a, E, T>
+where
+    Dev: Device<E>,
+{
+    /// Wraps a flat parameter vector (its length must match the layout).
+    pub fn new(layout: &'a ParamLayout, theta: T1<E>) -> Self {
+        assert_eq!(theta.shape().0, layout.len(), "theta length");
+        let dev = theta.device().clone();
+        Self { dev, layout, theta, _tape: Default::default() }
+    }
+    /// The flat θ tensor (its gradient is `grads.get(primal.theta())`).
+    pub fn theta(&self) -> &T1<E> {
+        &self.theta
+    }
+    /// Block `id` as a rank-1 tensor carrying tape `T` back to θ.
+    pub fn block(&self, id: BlockId) -> T1<E, T> {
+        let r = self.layout.block(id).range();
+        self.theta.clone().put_tape(T::default()).slice((r,)).reshape_like(&(self.layout.block(id).len(),))
+    }
+    fn block2(&self, id: BlockId) -> T2<E, T> {
+        let s = &self.layout.block(id).shape;
+        let (r, c) = (s[0], s[1..].iter().product());
+        self.block(id).reshape_like(&(r, c))
+    }
+}
+
+impl<E: Float, T> Ops<E> for Primal<'_, E, T>
+where
+    Dev: Device<E>,
+    T: Tape<E, Dev> + Merge<T> + Merge<NoneTape>,
+{
+    type Act = T2<E, T>;
+
+    fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
+        let n = pixels.len() / features;
+        let v: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
+        self.dev.tensor_from_vec(v, (n, features)).put_tape(T::default())
+    }
+
+    fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
+        let ia = self.dev.tensor_from_vec(a.iter().map(|&t| t as usize).collect(), (a.len(),));
+        let ib = self.dev.tensor_from_vec(b.iter().map(|&t| t as usize).collect(), (b.len(),));
+        // Slice the table out of θ once and use it twice (dfdx's slice
+        // backward assigns rather than accumulates, so two slices of the same
+        // range would lose one use's gradient).
+        let tab = self.block2(table);
+        let tab2 = tab.with_empty_tape();
+        let ea: T2<E, T> = tab.gather(ia);
+        let eb: T2<E, T> = tab2.gather(ib);
+        (ea, eb).concat_along(Axis::<1>)
+    }
+
+    fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act {
+        let n = x.shape().0;
+        let out = self.layout.block(w).shape[0];
+        let wt = self.block2(w).permute::<(usize, usize), Axes2<1, 0>>();
+        let bias = self.block(b).broadcast_like::<_, Axis<0>>(&(n, out));
+        x.matmul(wt) + bias
+    }
+
+    fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        conv2d(x, self.block(w), self.block(b), geom)
+    }
+
+    fn relu(&mut self, x: Self::Act) -> Self::Act {
+        x.relu()
+    }
+}
+
+/// One-hot targets `[n, classes]`.
+pub fn one_hot<E: Float>(dev: &Dev, labels: &[u32], classes: usize) -> T2<E>
+where
+    Dev: Device<E>,
+{
+    let mut v = vec![E::zero(); labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l as usize] = E::one();
+    }
+    dev.tensor_from_vec(v, (labels.len(), classes))
+}
+
+/// Loss and flat gradient at θ.
+#[derive(Clone, Debug)]
+pub struct LossGrad<E> {
+    /// Mean cross-entropy (nats).
+    pub loss: f64,
+    /// `∂L/∂θ`, same layout as θ.
+    pub grad: Vec<E>,
+    /// Correctly classified samples in the batch.
+    pub correct: usize,
+}
+
+fn check<M: Model + ?Sized, E>(model: &M, theta: &[E], inputs: &Inputs, labels: &[u32]) -> Result<usize, ModelError> {
+    if theta.len() != model.layout().len() {
+        return Err(ModelError::ThetaLength { expected: model.layout().len(), got: theta.len() });
+    }
+    let n = model.check_inputs(inputs)?;
+    if labels.len() != n {
+        return Err(ModelError::LabelCount { inputs: n, labels: labels.len() });
+    }
+    if let Some(&l) = labels.iter().find(|&&l| l as usize >= model.classes()) {
+        return Err(ModelError::LabelRange { label: l, classes: model.classes() });
+    }
+    Ok(n)
+}
+
+fn count_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) -> usize {
+    logits
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l as usize)
+        .count()
+}
+
+/// Index of the largest entry (first one on ties).
+pub fn argmax<E: Float>(row: &[E]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Mean cross-entropy and its gradient with respect to the flat θ on one batch.
+pub fn loss_and_grad<M: Model + ?Sized, E: Float>(
+    model: &M,
+    theta: &[E],
+    inputs: &Inputs,
+    labels: &[u32],
+) -> Result<LossGrad<E>, ModelError>
+where
+    Dev: Device<E>,
+{
+    check(model, theta, inputs, labels)?;
+    let dev = Dev::default();
+    let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
+    let mut ops: Primal<E, Taped<E>> = Primal::new(model.layout(), th.clone());
+    let logits = model.forward(&mut ops, inputs);
+    let classes = model.classes();
+    let correct = count_correct(&logits.as_vec(), labels, classes);
+    let target = one_hot::<E>(&dev, labels, classes);
+    let loss = cross_entropy_with_logits_loss(logits, target);
+    let loss_v = loss.array().f64();
+    let grads = loss.backward();
+    let grad = grads.get(&th).as_vec();
+    Ok(LossGrad { loss: loss_v, grad, correct })
+}
+
+/// Logits `[n, classes]` (row-major) at θ, without a tape.
+pub fn evaluate_logits<M: Model + ?Sized, E: Float>(model: &M, theta: &[E], inputs: &Inputs) -> Result<Vec<E>, ModelError>
+where
+    Dev: Device<E>,
+{
+    if theta.len() != model.layout().len() {
+        return Err(ModelError::ThetaLength { expected: model.layout().len(), got: theta.len() });
+    }
+    model.check_inputs(inputs)?;
+    let dev = Dev::default();
+    let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
+    let mut ops: Primal<E, NoneTape> = Primal::new(model.layout(), th);
+    Ok(model.forward(&mut ops, inputs).as_vec())
+}
+
+/// Mean cross-entropy (nats) and number of correct predictions from logits.
+pub fn ce_and_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) -> (f64, usize) {
+    let mut total = 0.0;
+    for (row, &l) in logits.chunks(classes).zip(labels) {
+        let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
+        let lse = m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln();
+        total += lse - row[l as usize].f64();
+    }
+    (total / labels.len().max(1) as f64, count_correct(logits, labels, classes))
+}

@@ -1,0 +1,191 @@
+//! Integration tests for gensplit-models: the conv op against a naive
+//! reference and finite differences, and whole-model gradients against
+//! central finite differences in f64.
+
+use dfdx::prelude::*;
+use gensplit_models::conv::{conv2d, forward_raw, reference_forward, ConvGeom};
+use gensplit_models::ops::ce_and_correct;
+use gensplit_models::*;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+fn rand_vec(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+fn geom_strategy() -> impl Strategy<Value = (ConvGeom, usize, u64)> {
+    (1usize..4, 1usize..9, 1usize..9, 1usize..5, 1usize..4, 1usize..3, 0usize..3, 1usize..4, any::<u64>())
+        .prop_map(|(c_in, h, w, c_out, k, stride, pad, n, seed)| {
+            (ConvGeom { c_in, h, w, c_out, k, stride, pad }, n, seed)
+        })
+        .prop_filter("kernel must fit", |(g, _, _)| g.checked_out_hw().is_some())
+}
+
+/// `Σ conv(x, w, b) ⊙ r` through the dfdx op, with gradients for x, w, b.
+fn op_grads(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], r: &[f64], n: usize) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dev = Cpu::default();
+    let xt = dev.tensor_from_vec(x.to_vec(), (n, g.in_features()));
+    let wt = dev.tensor_from_vec(w.to_vec(), (w.len(),));
+    let bt = dev.tensor_from_vec(b.to_vec(), (b.len(),));
+    let rt = dev.tensor_from_vec(r.to_vec(), (n, g.out_features()));
+    let y = conv2d(xt.leaky_trace(), wt.retaped::<OwnedTape<f64, Cpu>>(), bt.retaped::<OwnedTape<f64, Cpu>>(), g);
+    let l = (y * rt).sum::<Rank0, _>();
+    let lv = l.array();
+    let grads = l.backward();
+    (lv, grads.get(&xt).as_vec(), grads.get(&wt).as_vec(), grads.get(&bt).as_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_forward_matches_naive((g, n, seed) in geom_strategy()) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let x = rand_vec(&mut rng, n * g.in_features());
+        let w = rand_vec(&mut rng, g.weight_len());
+        let b = rand_vec(&mut rng, g.c_out);
+        let (y, _) = forward_raw(&g, &x, &w, &b, n, false);
+        let yr = reference_forward(&g, &x, &w, &b, n);
+        for (a, r) in y.iter().zip(&yr) {
+            prop_assert!((a - r).abs() <= 1e-12 * (1.0 + r.abs()), "{a} vs {r}");
+        }
+        // f32 path agrees to f32 precision
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        let (yf, _) = forward_raw(&g, &xf, &wf, &bf, n, true);
+        for (a, r) in yf.iter().zip(&yr) {
+            prop_assert!((*a as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()));
+        }
+    }
+
+    #[test]
+    fn conv_gradients_match_finite_differences((g, n, seed) in geom_strategy()) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 7);
+        let x = rand_vec(&mut rng, n * g.in_features());
+        let w = rand_vec(&mut rng, g.weight_len());
+        let b = rand_vec(&mut rng, g.c_out);
+        let r = rand_vec(&mut rng, n * g.out_features());
+        let (l0, dx, dw, db) = op_grads(&g, &x, &w, &b, &r, n);
+        let f = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
+            reference_forward(&g, x, w, b, n).iter().zip(&r).map(|(a, b)| a * b).sum()
+        };
+        prop_assert!((l0 - f(&x, &w, &b)).abs() < 1e-10 * (1.0 + l0.abs()));
+        let eps = 1e-5;
+        let check = |which: usize, analytic: &[f64]| -> Result<(), TestCaseError> {
+            let base = [&x, &w, &b][which];
+            for i in 0..base.len() {
+                let mut p = base.clone();
+                let mut m = base.clone();
+                p[i] += eps;
+                m[i] -= eps;
+                let (fp, fm) = match which {
+                    0 => (f(&p, &w, &b), f(&m, &w, &b)),
+                    1 => (f(&x, &p, &b), f(&x, &m, &b)),
+                    _ => (f(&x, &w, &p), f(&x, &w, &m)),
+                };
+                let fd = (fp - fm) / (2.0 * eps);
+                prop_assert!((fd - analytic[i]).abs() <= 1e-7 * (1.0 + fd.abs()), "operand {which} index {i}: fd {fd} vs {}", analytic[i]);
+            }
+            Ok(())
+        };
+        check(0, &dx)?;
+        check(1, &dw)?;
+        check(2, &db)?;
+    }
+}
+
+fn tiny_cnn() -> Cnn {
+    Cnn::new(&CnnConfig { channels: [2, 3, 2], hidden: 5, classes: 10 }).unwrap()
+}
+
+/// Central differences of the loss in f64 along random directions: a smooth
+/// check that does not depend on per-coordinate kinks being avoided.
+fn directional_fd_check<M: Model>(model: &M, theta: &[f64], inputs: &Inputs, labels: &[u32], seed: u64) {
+    let g = loss_and_grad(model, theta, inputs, labels).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for _ in 0..3 {
+        let v = rand_vec(&mut rng, theta.len());
+        let gv: f64 = g.grad.iter().zip(&v).map(|(a, b)| a * b).sum();
+        let loss_at = |t: f64| {
+            let th: Vec<f64> = theta.iter().zip(&v).map(|(a, b)| a + t * b).collect();
+            let logits = evaluate_logits(model, &th, inputs).unwrap();
+            ce_and_correct(&logits, labels, model.classes()).0
+        };
+        // several step sizes: the best must agree (a kink crossing spoils
+        // only some of them)
+        let best = [1e-4, 1e-5, 1e-6]
+            .iter()
+            .map(|&eps| ((loss_at(eps) - loss_at(-eps)) / (2.0 * eps) - gv).abs() / (1e-12 + gv.abs()))
+            .fold(f64::INFINITY, f64::min);
+        assert!(best < 1e-6, "relative error {best} (g·v = {gv})");
+    }
+}
+
+#[test]
+fn cnn_gradient_matches_finite_differences() {
+    let cnn = tiny_cnn();
+    let theta: Vec<f64> = cnn.init(3);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let pixels: Vec<f32> = (0..4 * 784).map(|_| rng.gen::<f32>()).collect();
+    let labels = [1u32, 4, 9, 0];
+    directional_fd_check(&cnn, &theta, &Inputs::Images { pixels: &pixels }, &labels, 11);
+    // the loss matches an independent cross-entropy on the logits
+    let g = loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &pixels }, &labels).unwrap();
+    let logits = evaluate_logits(&cnn, &theta, &Inputs::Images { pixels: &pixels }).unwrap();
+    let (ce, correct) = ce_and_correct(&logits, &labels, 10);
+    assert!((g.loss - ce).abs() < 1e-12);
+    assert_eq!(g.correct, correct);
+}
+
+#[test]
+fn mlp_gradient_matches_finite_differences() {
+    let mlp = ModMlp::new(&ModMlpConfig { p: 7, embed: 3, hidden: 6 }).unwrap();
+    let theta: Vec<f64> = mlp.init(5);
+    let a = [0u32, 1, 2, 3, 6, 5];
+    let b = [6u32, 5, 2, 1, 0, 3];
+    let labels: Vec<u32> = a.iter().zip(&b).map(|(x, y)| (x + y) % 7).collect();
+    directional_fd_check(&mlp, &theta, &Inputs::Tokens { a: &a, b: &b }, &labels, 12);
+}
+
+#[test]
+fn reference_cnn_has_29018_parameters() {
+    let cnn = Cnn::new(&CnnConfig::default()).unwrap();
+    assert_eq!(cnn.layout().len(), 29_018);
+    let names: Vec<&str> = cnn.layout().blocks().iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names[0], "conv1.weight");
+    assert_eq!(cnn.layout().find("fc1.weight").unwrap().shape, vec![32, 784]);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let cnn = tiny_cnn();
+    let theta: Vec<f32> = cnn.init(0);
+    let px = vec![0.0f32; 783];
+    assert!(matches!(loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[0]), Err(ModelError::Inputs(_))));
+    let px = vec![0.0f32; 784];
+    assert!(matches!(loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[10]), Err(ModelError::LabelRange { .. })));
+    assert!(matches!(loss_and_grad(&cnn, &theta[1..], &Inputs::Images { pixels: &px }, &[1]), Err(ModelError::ThetaLength { .. })));
+    let mlp = ModMlp::new(&ModMlpConfig { p: 5, embed: 2, hidden: 3 }).unwrap();
+    let th: Vec<f32> = mlp.init(0);
+    assert!(matches!(evaluate_logits(&mlp, &th, &Inputs::Tokens { a: &[5], b: &[0] }), Err(ModelError::Inputs(_))));
+    assert!(ModMlp::new(&ModMlpConfig { p: 1, embed: 2, hidden: 3 }).is_err());
+}
+
+#[test]
+fn gradients_are_deterministic_and_f32_agrees_with_f64() {
+    let cnn = tiny_cnn();
+    let t64: Vec<f64> = cnn.init(9);
+    let t32: Vec<f32> = cnn.init(9);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let pixels: Vec<f32> = (0..20 * 784).map(|_| rng.gen::<f32>()).collect();
+    let labels: Vec<u32> = (0..20).map(|i| i % 10).collect();
+    let inp = Inputs::Images { pixels: &pixels };
+    let a = loss_and_grad(&cnn, &t32, &inp, &labels).unwrap();
+    let b = loss_and_grad(&cnn, &t32, &inp, &labels).unwrap();
+    assert_eq!(a.grad, b.grad);
+    let c = loss_and_grad(&cnn, &t64, &inp, &labels).unwrap();
+    let num: f64 = a.grad.iter().zip(&c.grad).map(|(x, y)| (*x as f64 - y).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = c.grad.iter().map(|y| y * y).sum::<f64>().sqrt();
+    assert!(num / den < 1e-4, "f32 vs f64 gradient relative difference {}", num / den);
+}
