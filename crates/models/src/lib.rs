@@ -28,6 +28,7 @@
 
 pub mod cnn;
 pub mod conv;
+pub mod fourier;
 pub mod layout;
 pub mod mlp;
 pub mod model;
