@@ -1,3 +1,18 @@
-//! # gensplit-eigen (in progress)
+//! # gensplit-eigen
 //!
 //! Matrix-free symmetric eigensolvers.
+//!
+//! ```
+//! // placeholder
+//! ```
+
+pub mod dense;
+pub mod lanczos;
+pub mod operator;
+mod util;
+
+pub use dense::{sym_eig, DenseError};
+pub use lanczos::{
+    lanczos, EigenResult, LanczosError, LanczosParams, NoObserver, Observer, StepInfo, StopReason, Which,
+};
+pub use operator::{Diagonal, DenseSymmetric, LinearOperator, OperatorError, Projected, Scaled, Shifted};

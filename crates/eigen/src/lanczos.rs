@@ -1,0 +1,650 @@
+//! Thick-restart Lanczos with full reorthogonalization.
+//!
+//! # Algorithm
+//!
+//! For a symmetric `A` and orthonormal Lanczos vectors `V_m = [v_1 … v_m]`
+//! the Krylov relation
+//!
+//! ```text
+//! A V_m = V_m T_m + β_m v_{m+1} e_m^T
+//! ```
+//!
+//! holds, where `T_m = V_m^T A V_m` is tridiagonal (plain Lanczos) or
+//! "arrowhead + tridiagonal" after a thick restart. Each new vector is
+//! orthogonalized against all previous ones by classical Gram–Schmidt applied
+//! twice ("twice is enough"), so no spurious copies of eigenvalues appear.
+//!
+//! After **every** step the small eigenproblem `T_m = Y Θ Y^T` is solved
+//! (dense, cheap compared to a matvec). A Ritz pair `(θ_i, V_m y_i)` has
+//! residual `‖A x_i − θ_i x_i‖ = |β_m e_m^T y_i|`; the `k` wanted pairs are
+//! accepted when every such residual is `≤ tol · max_j |θ_j|`.
+//!
+//! When the basis is full (`max_basis` vectors), it is **thick-restarted**
+//! (Wu & Simon 2000): the `p > k` best Ritz vectors `V_m Y_p` are kept,
+//! `T` becomes `diag(θ_1 … θ_p)` bordered by the couplings `β_m e_m^T y_i`,
+//! and the old residual direction `v_{m+1}` continues the recurrence.
+//!
+//! If `β_m ≈ 0` (an invariant subspace was found) all Ritz pairs are exact.
+//! They are *locked* (deflated) and Lanczos continues from a fresh random
+//! vector orthogonal to everything found so far; a single Krylov sequence can
+//! only see one direction of a repeated eigenvalue, and the fresh sequences
+//! recover the rest of the eigenspace. If `R^n` is exhausted the solver stops
+//! with [`StopReason::InvariantSubspace`] (all returned pairs are exact).
+//!
+//! The solver keeps `W = A V` (the matvec results), so the final residuals
+//! `‖A x − θ x‖ = ‖W y − θ V y‖` are *true* residuals that cost no extra
+//! matvecs.
+
+use crate::dense::{sym_eig, DenseError};
+use crate::operator::LinearOperator;
+use crate::util::{cgs_pass, combine, norm, scale};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+
+/// Which end of the spectrum is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Which {
+    /// The `k` algebraically largest eigenvalues.
+    #[default]
+    LargestAlgebraic,
+    /// The `k` algebraically smallest eigenvalues.
+    SmallestAlgebraic,
+    /// The `k` eigenvalues of largest absolute value.
+    LargestMagnitude,
+}
+
+impl Which {
+    /// Orders `a` before `b` when `a` is more wanted (ties broken towards the
+    /// algebraically larger value).
+    pub fn compare(self, a: f64, b: f64) -> Ordering {
+        match self {
+            Which::LargestAlgebraic => b.total_cmp(&a),
+            Which::SmallestAlgebraic => a.total_cmp(&b),
+            Which::LargestMagnitude => b.abs().total_cmp(&a.abs()).then(b.total_cmp(&a)),
+        }
+    }
+}
+
+/// Parameters of [`lanczos()`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LanczosParams {
+    /// Number of wanted eigenpairs (`1 ≤ k ≤ n`).
+    pub k: usize,
+    /// Which end of the spectrum.
+    pub which: Which,
+    /// Relative residual tolerance: a pair is converged when
+    /// `‖A v − λ v‖ ≤ tol · max|θ|` (max over the current Ritz values). `> 0`.
+    pub tol: f64,
+    /// Budget of operator applications (every `apply` call counts).
+    pub max_matvecs: usize,
+    /// Maximum number of Lanczos vectors before a thick restart.
+    /// `None`: `max(2k + 1, k + 20)`, capped by `n`. Must exceed `k` unless it
+    /// equals `n`.
+    pub max_basis: Option<usize>,
+    /// Seed of the ChaCha8 generator for the start vector (and the fresh
+    /// vectors after a breakdown). Same seed ⇒ bit-identical results.
+    pub seed: u64,
+    /// Optional start vector (length `n`, nonzero, finite). `None`: random.
+    pub start: Option<Vec<f64>>,
+}
+
+impl Default for LanczosParams {
+    fn default() -> Self {
+        Self {
+            k: 6,
+            which: Which::LargestAlgebraic,
+            tol: 1e-6,
+            max_matvecs: 10_000,
+            max_basis: None,
+            seed: 0,
+            start: None,
+        }
+    }
+}
+
+impl LanczosParams {
+    /// Default parameters for `k` eigenpairs at the given end.
+    pub fn new(k: usize, which: Which) -> Self {
+        Self {
+            k,
+            which,
+            ..Self::default()
+        }
+    }
+
+    /// Default basis size for `k` wanted pairs: `max(2k + 1, k + 20)`.
+    pub fn default_basis(k: usize) -> usize {
+        (2 * k + 1).max(k + 20)
+    }
+}
+
+/// Why the solver stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// All `k` wanted pairs met the tolerance.
+    Converged,
+    /// The matvec budget ran out; see [`EigenResult::residuals`] for which
+    /// pairs are accurate.
+    MaxMatvecs,
+    /// The Krylov spaces exhausted `R^n`: all returned pairs are exact (up to
+    /// rounding).
+    InvariantSubspace,
+}
+
+/// Result of [`lanczos()`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EigenResult {
+    /// Eigenvalues, most wanted first (descending for
+    /// [`Which::LargestAlgebraic`], ascending for [`Which::SmallestAlgebraic`],
+    /// by descending magnitude for [`Which::LargestMagnitude`]). Normally `k`
+    /// of them; fewer only if the budget ran out before `k` Ritz values existed.
+    pub values: Vec<f64>,
+    /// Eigenvectors (each of length `n`, orthonormal), matching `values`.
+    pub vectors: Vec<Vec<f64>>,
+    /// True residual norms `‖A v − λ v‖` (computed from stored matvecs, no
+    /// extra operator applications).
+    pub residuals: Vec<f64>,
+    /// Number of operator applications.
+    pub matvecs: usize,
+    /// Number of restarts (thick restarts plus restarts after a breakdown).
+    pub restarts: usize,
+    /// Why the solver stopped.
+    pub stop: StopReason,
+}
+
+/// Progress information passed to an [`Observer`] after every Lanczos step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    /// Operator applications so far.
+    pub matvecs: usize,
+    /// Restarts so far.
+    pub restarts: usize,
+    /// How many of the wanted Ritz pairs meet the tolerance.
+    pub converged: usize,
+    /// Number of wanted pairs `k`.
+    pub wanted: usize,
+    /// Current wanted Ritz values, most wanted first.
+    pub ritz_values: &'a [f64],
+    /// Residual estimates of `ritz_values`.
+    pub residuals: &'a [f64],
+    /// Largest residual estimate among the wanted pairs.
+    pub max_residual: f64,
+    /// Absolute convergence threshold `tol · max|θ|`.
+    pub threshold: f64,
+}
+
+/// Receives progress reports (e.g. to draw a progress bar).
+pub trait Observer {
+    /// Called after every Lanczos step.
+    fn on_step(&mut self, info: &StepInfo<'_>) {
+        let _ = info;
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+impl<F: FnMut(&StepInfo<'_>)> Observer for F {
+    fn on_step(&mut self, info: &StepInfo<'_>) {
+        self(info)
+    }
+}
+
+/// Errors of [`lanczos()`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LanczosError {
+    /// The operator has dimension 0.
+    #[error("operator has dimension 0")]
+    EmptyOperator,
+    /// `k == 0` or `k > n`.
+    #[error("k = {k} must satisfy 1 <= k <= n = {n}")]
+    InvalidK {
+        /// Requested number of pairs.
+        k: usize,
+        /// Operator dimension.
+        n: usize,
+    },
+    /// `tol` is not a positive finite number.
+    #[error("tolerance must be positive and finite, got {0}")]
+    InvalidTolerance(f64),
+    /// `max_matvecs == 0`.
+    #[error("max_matvecs must be positive")]
+    InvalidMaxMatvecs,
+    /// `max_basis` too small.
+    #[error("max_basis = {max_basis} must exceed k = {k} (or equal n = {n})")]
+    InvalidBasis {
+        /// The given basis size.
+        max_basis: usize,
+        /// Requested number of pairs.
+        k: usize,
+        /// Operator dimension.
+        n: usize,
+    },
+    /// The start vector has the wrong length, is zero or non-finite.
+    #[error("start vector must have length {n}, be finite and nonzero")]
+    InvalidStart {
+        /// Operator dimension.
+        n: usize,
+    },
+    /// The operator returned NaN or an infinity.
+    #[error("operator returned a non-finite value at matvec {matvec}")]
+    NonFinite {
+        /// 1-based index of the offending operator application.
+        matvec: usize,
+    },
+    /// The small dense eigenproblem failed.
+    #[error(transparent)]
+    Dense(#[from] DenseError),
+}
+
+/// Computes `k` extreme eigenpairs of the symmetric operator `op`.
+///
+/// See the [module documentation](self) for the algorithm. Every call of
+/// `op.apply` is counted in [`EigenResult::matvecs`]; the solver checks
+/// convergence after every step and stops as early as possible.
+///
+/// ```
+/// use gensplit_eigen::{lanczos, DenseSymmetric, LanczosParams, NoObserver, Which};
+/// let a = DenseSymmetric::from_diagonal(&[1.0, 5.0, 3.0, -7.0]).unwrap();
+/// let p = LanczosParams { k: 2, which: Which::LargestMagnitude, tol: 1e-10, ..Default::default() };
+/// let r = lanczos(&a, &p, &mut NoObserver).unwrap();
+/// assert!((r.values[0] + 7.0).abs() < 1e-9 && (r.values[1] - 5.0).abs() < 1e-9);
+/// ```
+pub fn lanczos<A: LinearOperator + ?Sized>(
+    op: &A,
+    params: &LanczosParams,
+    observer: &mut dyn Observer,
+) -> Result<EigenResult, LanczosError> {
+    let n = op.dim();
+    if n == 0 {
+        return Err(LanczosError::EmptyOperator);
+    }
+    let k = params.k;
+    if k == 0 || k > n {
+        return Err(LanczosError::InvalidK { k, n });
+    }
+    if !(params.tol > 0.0 && params.tol.is_finite()) {
+        return Err(LanczosError::InvalidTolerance(params.tol));
+    }
+    if params.max_matvecs == 0 {
+        return Err(LanczosError::InvalidMaxMatvecs);
+    }
+    let requested = params.max_basis.unwrap_or_else(|| LanczosParams::default_basis(k));
+    let m_max = requested.min(n);
+    if m_max < n && m_max <= k {
+        return Err(LanczosError::InvalidBasis {
+            max_basis: requested,
+            k,
+            n,
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let start = match &params.start {
+        Some(s) => {
+            let ns = norm(s);
+            if s.len() != n || !ns.is_finite() || ns == 0.0 {
+                return Err(LanczosError::InvalidStart { n });
+            }
+            s.iter().map(|x| x / ns).collect()
+        }
+        None => {
+            let mut s = random_vector(&mut rng, n);
+            let ns = norm(&s);
+            scale(1.0 / ns, &mut s);
+            s
+        }
+    };
+    let mut solver = Solver::new(op, n, k, m_max, params, start);
+    solver.run(&mut rng, observer)
+}
+
+/// Uniform entries in `[-1, 1)`.
+fn random_vector(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.gen::<f64>() * 2.0 - 1.0).collect()
+}
+
+/// Where a candidate Ritz pair lives.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    Current(usize),
+    Locked(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    value: f64,
+    resid: f64,
+    src: Src,
+}
+
+struct Solver<'a, A: ?Sized> {
+    op: &'a A,
+    n: usize,
+    k: usize,
+    m_max: usize,
+    which: Which,
+    tol: f64,
+    max_matvecs: usize,
+    /// Lanczos vectors, column-major, `m_max + 1` columns.
+    v: Vec<f64>,
+    /// `A v_j`, column-major, `m_max` columns.
+    w: Vec<f64>,
+    /// Projected matrix, column-major `(m_max + 1)^2`, leading dimension `ld`.
+    t: Vec<f64>,
+    ld: usize,
+    /// Number of basis vectors whose images are known.
+    m: usize,
+    locked_vals: Vec<f64>,
+    locked_vecs: Vec<f64>,
+    locked_res: Vec<f64>,
+    /// Current sequence was started after a breakdown.
+    post_breakdown: bool,
+    anorm: f64,
+    matvecs: usize,
+    restarts: usize,
+}
+
+/// Relative size of `β` below which the Krylov space counts as invariant.
+const BREAKDOWN_EPS: f64 = 1e3 * f64::EPSILON;
+
+impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
+    fn new(op: &'a A, n: usize, k: usize, m_max: usize, params: &LanczosParams, start: Vec<f64>) -> Self {
+        let ld = m_max + 1;
+        let mut v = vec![0.0; n * (m_max + 1)];
+        v[..n].copy_from_slice(&start);
+        Self {
+            op,
+            n,
+            k,
+            m_max,
+            which: params.which,
+            tol: params.tol,
+            max_matvecs: params.max_matvecs,
+            v,
+            w: vec![0.0; n * m_max],
+            t: vec![0.0; ld * ld],
+            ld,
+            m: 0,
+            locked_vals: Vec::new(),
+            locked_vecs: Vec::new(),
+            locked_res: Vec::new(),
+            post_breakdown: false,
+            anorm: 0.0,
+            matvecs: 0,
+            restarts: 0,
+        }
+    }
+
+    fn nlocked(&self) -> usize {
+        self.locked_vals.len()
+    }
+
+    /// Eigen-decomposition of the leading `m x m` block of `T`.
+    fn ritz(&self) -> Result<(Vec<f64>, Vec<f64>), LanczosError> {
+        let m = self.m;
+        let mut tm = vec![0.0; m * m];
+        for j in 0..m {
+            tm[j * m..(j + 1) * m].copy_from_slice(&self.t[j * self.ld..j * self.ld + m]);
+        }
+        Ok(sym_eig(&tm, m)?)
+    }
+
+    fn set_t(&mut self, i: usize, j: usize, x: f64) {
+        self.t[j * self.ld + i] = x;
+        self.t[i * self.ld + j] = x;
+    }
+
+    fn run(&mut self, rng: &mut ChaCha8Rng, observer: &mut dyn Observer) -> Result<EigenResult, LanczosError> {
+        let n = self.n;
+        let mut r = vec![0.0; n];
+        loop {
+            // ---- one Lanczos step on column j = m ----
+            let j = self.m;
+            {
+                let (vj, wj) = (&self.v[j * n..(j + 1) * n], &mut self.w[j * n..(j + 1) * n]);
+                self.op.apply(vj, wj);
+            }
+            self.matvecs += 1;
+            if self.w[j * n..(j + 1) * n].iter().any(|x| !x.is_finite()) {
+                return Err(LanczosError::NonFinite { matvec: self.matvecs });
+            }
+            r.copy_from_slice(&self.w[j * n..(j + 1) * n]);
+            let mut h = vec![0.0; j + 1];
+            for _ in 0..2 {
+                cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut r, None);
+                cgs_pass(&self.v, n, j + 1, &mut r, Some(&mut h));
+            }
+            self.set_t(j, j, h[j]);
+            self.m = j + 1;
+            let m = self.m;
+            let beta = norm(&r);
+            self.anorm = self.anorm.max(h[j].abs()).max(beta);
+
+            let (theta, y) = self.ritz()?;
+            let scale_now = theta
+                .iter()
+                .chain(&self.locked_vals)
+                .fold(0.0f64, |a, x| a.max(x.abs()));
+            self.anorm = self.anorm.max(scale_now);
+            let thresh = self.tol * scale_now;
+            let break_tol = BREAKDOWN_EPS.min(0.1 * self.tol) * self.anorm;
+
+            if beta <= break_tol || m + self.nlocked() >= n {
+                // Invariant subspace: lock every (exact) Ritz pair.
+                self.lock_all(&theta, &y);
+                if self.nlocked() >= n {
+                    return Ok(self.finish(&[], &[], StopReason::InvariantSubspace));
+                }
+                if self.matvecs >= self.max_matvecs {
+                    return Ok(self.finish(&[], &[], StopReason::MaxMatvecs));
+                }
+                match self.fresh_vector(rng) {
+                    Some(z) => {
+                        self.v[..n].copy_from_slice(&z);
+                        self.m = 0;
+                        self.t.iter_mut().for_each(|x| *x = 0.0);
+                        self.post_breakdown = true;
+                        self.restarts += 1;
+                        continue;
+                    }
+                    None => return Ok(self.finish(&[], &[], StopReason::InvariantSubspace)),
+                }
+            }
+
+            let resid: Vec<f64> = (0..m).map(|i| (beta * y[i * m + m - 1]).abs()).collect();
+            let cands = self.candidates(&theta, &resid);
+            let nw = cands.len().min(self.k);
+            let wanted = &cands[..nw];
+            let converged = wanted.iter().filter(|c| c.resid <= thresh).count();
+            let sentinel_ok = !self.post_breakdown || self.sentinel_converged(&theta, &resid, thresh);
+            {
+                let vals: Vec<f64> = wanted.iter().map(|c| c.value).collect();
+                let res: Vec<f64> = wanted.iter().map(|c| c.resid).collect();
+                let info = StepInfo {
+                    matvecs: self.matvecs,
+                    restarts: self.restarts,
+                    converged,
+                    wanted: self.k,
+                    ritz_values: &vals,
+                    residuals: &res,
+                    max_residual: res.iter().fold(0.0f64, |a, &x| a.max(x)),
+                    threshold: thresh,
+                };
+                observer.on_step(&info);
+            }
+            if nw == self.k && converged == self.k && sentinel_ok {
+                return Ok(self.finish(&theta, &y, StopReason::Converged));
+            }
+            if self.matvecs >= self.max_matvecs {
+                return Ok(self.finish(&theta, &y, StopReason::MaxMatvecs));
+            }
+
+            // ---- next Lanczos vector ----
+            scale(1.0 / beta, &mut r);
+            if m == self.m_max {
+                self.thick_restart(&theta, &y, beta, converged);
+            } else {
+                self.set_t(m - 1, m, beta);
+            }
+            let mm = self.m;
+            self.v[mm * n..(mm + 1) * n].copy_from_slice(&r);
+        }
+    }
+
+    /// All current and locked pairs, most wanted first.
+    fn candidates(&self, theta: &[f64], resid: &[f64]) -> Vec<Candidate> {
+        let mut c: Vec<Candidate> = theta
+            .iter()
+            .zip(resid)
+            .enumerate()
+            .map(|(i, (&value, &resid))| Candidate {
+                value,
+                resid,
+                src: Src::Current(i),
+            })
+            .chain(self.locked_vals.iter().zip(&self.locked_res).enumerate().map(
+                |(i, (&value, &resid))| Candidate {
+                    value,
+                    resid,
+                    src: Src::Locked(i),
+                },
+            ))
+            .collect();
+        let which = self.which;
+        c.sort_by(|a, b| which.compare(a.value, b.value));
+        c
+    }
+
+    /// After a breakdown the fresh sequence must have converged its own most
+    /// extreme Ritz value(s) before we trust that nothing is hidden there.
+    fn sentinel_converged(&self, theta: &[f64], resid: &[f64], thresh: f64) -> bool {
+        let m = theta.len();
+        // theta is ascending.
+        match self.which {
+            Which::LargestAlgebraic => resid[m - 1] <= thresh,
+            Which::SmallestAlgebraic => resid[0] <= thresh,
+            Which::LargestMagnitude => resid[0] <= thresh && resid[m - 1] <= thresh,
+        }
+    }
+
+    fn lock_all(&mut self, theta: &[f64], y: &[f64]) {
+        let (n, m) = (self.n, self.m);
+        let x = combine(&self.v, n, m, y, m, m);
+        let ax = combine(&self.w, n, m, y, m, m);
+        for i in 0..m {
+            let xi = &x[i * n..(i + 1) * n];
+            let res = true_residual(&ax[i * n..(i + 1) * n], xi, theta[i]);
+            self.locked_vals.push(theta[i]);
+            self.locked_res.push(res);
+            self.locked_vecs.extend_from_slice(xi);
+        }
+        self.m = 0;
+    }
+
+    /// A random unit vector orthogonal to the locked vectors, or `None` if
+    /// they span `R^n` numerically.
+    fn fresh_vector(&mut self, rng: &mut ChaCha8Rng) -> Option<Vec<f64>> {
+        let n = self.n;
+        for _ in 0..3 {
+            let mut z = random_vector(rng, n);
+            let nz = norm(&z);
+            scale(1.0 / nz, &mut z);
+            for _ in 0..2 {
+                cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut z, None);
+            }
+            let nz = norm(&z);
+            if nz > 1e-8 {
+                scale(1.0 / nz, &mut z);
+                // one more pass for good measure
+                cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut z, None);
+                let nz = norm(&z);
+                scale(1.0 / nz, &mut z);
+                return Some(z);
+            }
+        }
+        None
+    }
+
+    /// Wu–Simon thick restart keeping the `p` most wanted Ritz vectors.
+    fn thick_restart(&mut self, theta: &[f64], y: &[f64], beta: f64, nconv: usize) {
+        let (n, m, k) = (self.n, self.m, self.k);
+        let mut idx: Vec<usize> = (0..m).collect();
+        let which = self.which;
+        idx.sort_by(|&a, &b| which.compare(theta[a], theta[b]));
+        let p = keep_count(k, m, nconv);
+        let mut ysel = vec![0.0; m * p];
+        for (c, &i) in idx[..p].iter().enumerate() {
+            ysel[c * m..(c + 1) * m].copy_from_slice(&y[i * m..(i + 1) * m]);
+        }
+        let nv = combine(&self.v, n, m, &ysel, m, p);
+        let nw = combine(&self.w, n, m, &ysel, m, p);
+        self.v[..n * p].copy_from_slice(&nv);
+        self.w[..n * p].copy_from_slice(&nw);
+        self.t.iter_mut().for_each(|x| *x = 0.0);
+        for (c, &i) in idx[..p].iter().enumerate() {
+            self.set_t(c, c, theta[i]);
+            self.set_t(c, p, beta * y[i * m + m - 1]);
+        }
+        self.m = p;
+        self.restarts += 1;
+    }
+
+    /// Assembles the result from the current Ritz pairs (`theta`, `y` of the
+    /// leading `m x m` block) and the locked pairs.
+    fn finish(&self, theta: &[f64], y: &[f64], stop: StopReason) -> EigenResult {
+        let n = self.n;
+        let m = theta.len();
+        let dummy = vec![0.0; theta.len()];
+        let cands = self.candidates(theta, &dummy);
+        let nw = cands.len().min(self.k);
+        let mut values = Vec::with_capacity(nw);
+        let mut vectors = Vec::with_capacity(nw);
+        let mut residuals = Vec::with_capacity(nw);
+        for c in &cands[..nw] {
+            match c.src {
+                Src::Current(i) => {
+                    let yi = &y[i * m..(i + 1) * m];
+                    let x = combine(&self.v, n, m, yi, m, 1);
+                    let ax = combine(&self.w, n, m, yi, m, 1);
+                    residuals.push(true_residual(&ax, &x, c.value));
+                    vectors.push(x);
+                }
+                Src::Locked(i) => {
+                    residuals.push(self.locked_res[i]);
+                    vectors.push(self.locked_vecs[i * n..(i + 1) * n].to_vec());
+                }
+            }
+            values.push(c.value);
+        }
+        EigenResult {
+            values,
+            vectors,
+            residuals,
+            matvecs: self.matvecs,
+            restarts: self.restarts,
+            stop,
+        }
+    }
+}
+
+/// Number of Ritz vectors kept at a thick restart of an `m`-vector basis.
+fn keep_count(k: usize, m: usize, nconv: usize) -> usize {
+    let extra = (m - k) / 2;
+    let _ = nconv;
+    (k + extra).clamp(k, m - 1)
+}
+
+fn true_residual(ax: &[f64], x: &[f64], theta: f64) -> f64 {
+    ax.iter()
+        .zip(x)
+        .map(|(a, b)| {
+            let d = a - theta * b;
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
+}
