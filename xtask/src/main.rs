@@ -1,1 +1,66 @@
-fn main() {}
+//! `cargo xtask`: gensplit's pipeline driver.
+//!
+//! * `cargo xtask reproduce [--quick] [--out DIR] [--force] [--digits-dir DIR]`
+//!   runs every stage (cached by content key) and writes `DIR/report/`.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use xtask::{config, stages, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "gensplit pipeline tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every pipeline stage and write the report.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    /// Small end-to-end configuration (CI / smoke test; its numbers are not the results).
+    #[arg(long)]
+    quick: bool,
+    /// Output directory: artifacts go to DIR/artifacts, the report to DIR/report [default: workspace root].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Recompute every stage even when a valid cached artifact exists.
+    #[arg(long)]
+    force: bool,
+    /// IDX directory standing in for the digits (e.g. Fashion-MNIST); checksums are verified only for the shipped MNIST.
+    #[arg(long, value_name = "DIR")]
+    digits_dir: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Reproduce(args) => {
+            let cfg = if args.quick {
+                config::ReproConfig::quick()
+            } else {
+                config::ReproConfig::full()
+            };
+            let digits = match args.digits_dir {
+                Some(dir) => stages::DigitSource { dir, verify: false },
+                None => stages::DigitSource {
+                    dir: gensplit_data::mnist::default_dir(),
+                    verify: true,
+                },
+            };
+            xtask::reproduce(&cfg, &args.out.unwrap_or_else(workspace_root), args.force, &digits)?;
+            Ok(())
+        }
+    }
+}

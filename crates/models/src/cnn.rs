@@ -24,7 +24,11 @@ pub struct CnnConfig {
 
 impl Default for CnnConfig {
     fn default() -> Self {
-        Self { channels: [8, 16, 16], hidden: 32, classes: 10 }
+        Self {
+            channels: [8, 16, 16],
+            hidden: 32,
+            classes: 10,
+        }
     }
 }
 
@@ -40,19 +44,36 @@ pub struct Cnn {
 impl Cnn {
     /// Builds the layout for `config`.
     pub fn new(config: &CnnConfig) -> Result<Self, ModelError> {
-        for (field, v) in [("channels", config.channels.iter().min().copied().unwrap_or(0)), ("hidden", config.hidden)] {
+        for (field, v) in [
+            ("channels", config.channels.iter().min().copied().unwrap_or(0)),
+            ("hidden", config.hidden),
+        ] {
             if v == 0 {
-                return Err(ModelError::Config { field, reason: "must be at least 1".into() });
+                return Err(ModelError::Config {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
             }
         }
         if config.classes < 2 {
-            return Err(ModelError::Config { field: "classes", reason: "need at least 2 classes".into() });
+            return Err(ModelError::Config {
+                field: "classes",
+                reason: "need at least 2 classes".into(),
+            });
         }
         let mut layout = ParamLayout::new();
         let mut convs = Vec::new();
         let (mut c, mut h, mut w) = (1, 28, 28);
         for (i, (&co, s)) in config.channels.iter().zip([1, 2, 2]).enumerate() {
-            let g = ConvGeom { c_in: c, h, w, c_out: co, k: 3, stride: s, pad: 1 };
+            let g = ConvGeom {
+                c_in: c,
+                h,
+                w,
+                c_out: co,
+                k: 3,
+                stride: s,
+                pad: 1,
+            };
             let wid = layout.push(format!("conv{}.weight", i + 1), &[co, c, 3, 3]);
             let bid = layout.push(format!("conv{}.bias", i + 1), &[co]);
             convs.push((g, wid, bid));
@@ -64,7 +85,12 @@ impl Cnn {
         let b1 = layout.push("fc1.bias", &[config.hidden]);
         let w2 = layout.push("fc2.weight", &[config.classes, config.hidden]);
         let b2 = layout.push("fc2.bias", &[config.classes]);
-        Ok(Self { config: config.clone(), convs, fc: [(w1, b1), (w2, b2)], layout })
+        Ok(Self {
+            config: config.clone(),
+            convs,
+            fc: [(w1, b1), (w2, b2)],
+            layout,
+        })
     }
     /// The configuration.
     pub fn config(&self) -> &CnnConfig {
@@ -85,14 +111,17 @@ impl Model for Cnn {
     fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError> {
         match inputs {
             Inputs::Images { pixels } if pixels.len() % 784 == 0 && !pixels.is_empty() => Ok(pixels.len() / 784),
-            Inputs::Images { pixels } => {
-                Err(ModelError::Inputs(format!("{} pixels is not a non-empty multiple of 784", pixels.len())))
-            }
+            Inputs::Images { pixels } => Err(ModelError::Inputs(format!(
+                "{} pixels is not a non-empty multiple of 784",
+                pixels.len()
+            ))),
             Inputs::Tokens { .. } => Err(ModelError::Inputs("the CNN takes images, not tokens".into())),
         }
     }
     fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
-        let Inputs::Images { pixels } = inputs else { panic!("CNN forward on non-image inputs") };
+        let Inputs::Images { pixels } = inputs else {
+            panic!("CNN forward on non-image inputs")
+        };
         let mut x = ops.images(pixels, 784);
         for (g, w, b) in &self.convs {
             x = ops.conv2d(x, g, *w, *b);
@@ -108,9 +137,12 @@ impl Model for Cnn {
         for block in self.layout.blocks() {
             // fan_in: input channels × k × k for conv, inputs for linear; the
             // bias uses its layer's fan_in.
-            let fan_in = match self.layout.blocks().iter().find(|b| {
-                b.name.split('.').next() == block.name.split('.').next() && b.name.ends_with("weight")
-            }) {
+            let fan_in = match self
+                .layout
+                .blocks()
+                .iter()
+                .find(|b| b.name.split('.').next() == block.name.split('.').next() && b.name.ends_with("weight"))
+            {
                 Some(wb) => wb.shape[1..].iter().product(),
                 None => 1,
             };

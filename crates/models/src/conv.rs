@@ -99,7 +99,11 @@ fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
                     let src = &x[(c * g.h + y as usize) * g.w..][..g.w];
                     for (j, d) in dst.iter_mut().enumerate() {
                         let xx = (j * g.stride + v) as isize - g.pad as isize;
-                        *d = if xx < 0 || xx >= g.w as isize { E::zero() } else { src[xx as usize] };
+                        *d = if xx < 0 || xx >= g.w as isize {
+                            E::zero()
+                        } else {
+                            src[xx as usize]
+                        };
                     }
                 }
             }
@@ -195,7 +199,11 @@ pub fn forward_raw<E: Float>(
     assert_eq!(w.len(), g.weight_len());
     assert_eq!(b.len(), g.c_out);
     let mut y = vec![E::zero(); n * fout];
-    let mut cols = if keep_cols { Some(vec![E::zero(); n * patch * hw]) } else { None };
+    let mut cols = if keep_cols {
+        Some(vec![E::zero(); n * patch * hw])
+    } else {
+        None
+    };
     let one_sample = |xs: &[E], ys: &mut [E], cs: &mut [E]| {
         im2col(g, xs, cs);
         matmul(g.c_out, hw, patch, ys, false, w, patch, 1, cs, hw, 1);
@@ -211,20 +219,20 @@ pub fn forward_raw<E: Float>(
                 .zip(cols.par_chunks_mut(patch * hw * CHUNK))
                 .zip(x.par_chunks(fin * CHUNK))
                 .for_each(|((yc, cc), xc)| {
-                    for ((ys, cs), xs) in
-                        yc.chunks_mut(fout).zip(cc.chunks_mut(patch * hw)).zip(xc.chunks(fin))
-                    {
+                    for ((ys, cs), xs) in yc.chunks_mut(fout).zip(cc.chunks_mut(patch * hw)).zip(xc.chunks(fin)) {
                         one_sample(xs, ys, cs);
                     }
                 });
         }
         None => {
-            y.par_chunks_mut(fout * CHUNK).zip(x.par_chunks(fin * CHUNK)).for_each(|(yc, xc)| {
-                let mut cs = vec![E::zero(); patch * hw];
-                for (ys, xs) in yc.chunks_mut(fout).zip(xc.chunks(fin)) {
-                    one_sample(xs, ys, &mut cs);
-                }
-            });
+            y.par_chunks_mut(fout * CHUNK)
+                .zip(x.par_chunks(fin * CHUNK))
+                .for_each(|(yc, xc)| {
+                    let mut cs = vec![E::zero(); patch * hw];
+                    for (ys, xs) in yc.chunks_mut(fout).zip(xc.chunks(fin)) {
+                        one_sample(xs, ys, &mut cs);
+                    }
+                });
         }
     }
     (y, cols)
@@ -241,14 +249,7 @@ pub struct ConvGrads<E> {
 }
 
 /// Backward pass on plain buffers, from the forward's im2col matrices.
-pub fn backward_raw<E: Float>(
-    g: &ConvGeom,
-    cols: &[E],
-    w: &[E],
-    dy: &[E],
-    n: usize,
-    want_dx: bool,
-) -> ConvGrads<E> {
+pub fn backward_raw<E: Float>(g: &ConvGeom, cols: &[E], w: &[E], dy: &[E], n: usize, want_dx: bool) -> ConvGrads<E> {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
     let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
@@ -259,7 +260,11 @@ pub fn backward_raw<E: Float>(
     let partial = |dyc: &[E], cc: &[E], dxc: Option<&mut [E]>| {
         let mut dw = vec![E::zero(); g.weight_len()];
         let mut db = vec![E::zero(); g.c_out];
-        let mut dcols = if dxc.is_some() { vec![E::zero(); patch * hw] } else { Vec::new() };
+        let mut dcols = if dxc.is_some() {
+            vec![E::zero(); patch * hw]
+        } else {
+            Vec::new()
+        };
         let mut dxc = dxc;
         for (s, (dys, cs)) in dyc.chunks(fout).zip(cc.chunks(patch * hw)).enumerate() {
             // dW += dY · colsᵀ

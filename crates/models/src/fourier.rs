@@ -86,7 +86,12 @@ mod tests {
 
     #[test]
     fn pure_cosines_give_their_frequencies() {
-        let m = ModMlp::new(&ModMlpConfig { p: 13, embed: 4, hidden: 3 }).unwrap();
+        let m = ModMlp::new(&ModMlpConfig {
+            p: 13,
+            embed: 4,
+            hidden: 3,
+        })
+        .unwrap();
         let mut theta = vec![0.0f64; m.layout().len()];
         let off = m.layout().block(m.embed_block()).offset;
         for t in 0..13 {

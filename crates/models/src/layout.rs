@@ -51,7 +51,11 @@ impl ParamLayout {
     }
     /// Appends a block and returns its id.
     pub fn push(&mut self, name: impl Into<String>, shape: &[usize]) -> BlockId {
-        let block = Block { name: name.into(), shape: shape.to_vec(), offset: self.len };
+        let block = Block {
+            name: name.into(),
+            shape: shape.to_vec(),
+            offset: self.len,
+        };
         self.len += block.len();
         self.blocks.push(block);
         self.blocks.len() - 1

@@ -41,7 +41,9 @@ pub use layout::{Block, BlockId, ParamLayout};
 pub use mlp::{ModMlp, ModMlpConfig};
 pub use model::{AnyModel, Inputs, Model, ModelError};
 pub use ops::{evaluate_logits, loss_and_grad, LossGrad, Ops, Primal};
-pub use train::{evaluate, train, AdamW, AdamWConfig, CurvePoint, DataInputs, Dataset, Eval, Progress, TrainConfig, TrainLog};
+pub use train::{
+    evaluate, train, AdamW, AdamWConfig, CurvePoint, DataInputs, Dataset, Eval, Progress, TrainConfig, TrainLog,
+};
 
 use dfdx::prelude::*;
 

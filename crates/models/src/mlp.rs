@@ -25,7 +25,11 @@ pub struct ModMlpConfig {
 
 impl Default for ModMlpConfig {
     fn default() -> Self {
-        Self { p: 59, embed: 16, hidden: 128 }
+        Self {
+            p: 59,
+            embed: 16,
+            hidden: 128,
+        }
     }
 }
 
@@ -42,10 +46,16 @@ impl ModMlp {
     /// Builds the layout for `config`.
     pub fn new(config: &ModMlpConfig) -> Result<Self, ModelError> {
         if config.p < 2 {
-            return Err(ModelError::Config { field: "p", reason: "modulus must be at least 2".into() });
+            return Err(ModelError::Config {
+                field: "p",
+                reason: "modulus must be at least 2".into(),
+            });
         }
         if config.embed == 0 || config.hidden == 0 {
-            return Err(ModelError::Config { field: "embed/hidden", reason: "must be at least 1".into() });
+            return Err(ModelError::Config {
+                field: "embed/hidden",
+                reason: "must be at least 1".into(),
+            });
         }
         let mut layout = ParamLayout::new();
         let embed = layout.push("embed", &[config.p, config.embed]);
@@ -53,7 +63,12 @@ impl ModMlp {
         let b1 = layout.push("fc1.bias", &[config.hidden]);
         let w2 = layout.push("fc2.weight", &[config.p, config.hidden]);
         let b2 = layout.push("fc2.bias", &[config.p]);
-        Ok(Self { config: config.clone(), embed, fc: [(w1, b1), (w2, b2)], layout })
+        Ok(Self {
+            config: config.clone(),
+            embed,
+            fc: [(w1, b1), (w2, b2)],
+            layout,
+        })
     }
     /// The configuration.
     pub fn config(&self) -> &ModMlpConfig {
@@ -79,18 +94,29 @@ impl Model for ModMlp {
         match inputs {
             Inputs::Tokens { a, b } => {
                 if a.len() != b.len() || a.is_empty() {
-                    return Err(ModelError::Inputs(format!("{} first and {} second operands", a.len(), b.len())));
+                    return Err(ModelError::Inputs(format!(
+                        "{} first and {} second operands",
+                        a.len(),
+                        b.len()
+                    )));
                 }
                 if let Some(t) = a.iter().chain(b.iter()).find(|&&t| t as usize >= self.config.p) {
-                    return Err(ModelError::Inputs(format!("token {t} out of range for p = {}", self.config.p)));
+                    return Err(ModelError::Inputs(format!(
+                        "token {t} out of range for p = {}",
+                        self.config.p
+                    )));
                 }
                 Ok(a.len())
             }
-            Inputs::Images { .. } => Err(ModelError::Inputs("the modular MLP takes token pairs, not images".into())),
+            Inputs::Images { .. } => Err(ModelError::Inputs(
+                "the modular MLP takes token pairs, not images".into(),
+            )),
         }
     }
     fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
-        let Inputs::Tokens { a, b } = inputs else { panic!("MLP forward on non-token inputs") };
+        let Inputs::Tokens { a, b } = inputs else {
+            panic!("MLP forward on non-token inputs")
+        };
         let x = ops.embed_pair(self.embed, a, b);
         let x = ops.linear(x, self.fc[0].0, self.fc[0].1);
         let x = ops.relu(x);

@@ -65,8 +65,13 @@ impl Inputs<'_> {
     /// Selects rows `lo..hi` of the batch.
     pub fn rows(&self, lo: usize, hi: usize, features: usize) -> Self {
         match *self {
-            Inputs::Images { pixels } => Inputs::Images { pixels: &pixels[lo * features..hi * features] },
-            Inputs::Tokens { a, b } => Inputs::Tokens { a: &a[lo..hi], b: &b[lo..hi] },
+            Inputs::Images { pixels } => Inputs::Images {
+                pixels: &pixels[lo * features..hi * features],
+            },
+            Inputs::Tokens { a, b } => Inputs::Tokens {
+                a: &a[lo..hi],
+                b: &b[lo..hi],
+            },
         }
     }
 }

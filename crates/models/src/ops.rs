@@ -54,7 +54,12 @@ where
     pub fn new(layout: &'a ParamLayout, theta: T1<E>) -> Self {
         assert_eq!(theta.shape().0, layout.len(), "theta length");
         let dev = theta.device().clone();
-        Self { dev, layout, theta, _tape: Default::default() }
+        Self {
+            dev,
+            layout,
+            theta,
+            _tape: Default::default(),
+        }
     }
     /// The flat θ tensor (its gradient is `grads.get(primal.theta())`).
     pub fn theta(&self) -> &T1<E> {
@@ -63,7 +68,11 @@ where
     /// Block `id` as a rank-1 tensor carrying tape `T` back to θ.
     pub fn block(&self, id: BlockId) -> T1<E, T> {
         let r = self.layout.block(id).range();
-        self.theta.clone().put_tape(T::default()).slice((r,)).reshape_like(&(self.layout.block(id).len(),))
+        self.theta
+            .clone()
+            .put_tape(T::default())
+            .slice((r,))
+            .reshape_like(&(self.layout.block(id).len(),))
     }
     fn block2(&self, id: BlockId) -> T2<E, T> {
         let s = &self.layout.block(id).shape;
@@ -86,8 +95,12 @@ where
     }
 
     fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
-        let ia = self.dev.tensor_from_vec(a.iter().map(|&t| t as usize).collect(), (a.len(),));
-        let ib = self.dev.tensor_from_vec(b.iter().map(|&t| t as usize).collect(), (b.len(),));
+        let ia = self
+            .dev
+            .tensor_from_vec(a.iter().map(|&t| t as usize).collect(), (a.len(),));
+        let ib = self
+            .dev
+            .tensor_from_vec(b.iter().map(|&t| t as usize).collect(), (b.len(),));
         // Slice the table out of θ once and use it twice (dfdx's slice
         // backward assigns rather than accumulates, so two slices of the same
         // range would lose one use's gradient).
@@ -140,14 +153,23 @@ pub struct LossGrad<E> {
 
 fn check<M: Model + ?Sized, E>(model: &M, theta: &[E], inputs: &Inputs, labels: &[u32]) -> Result<usize, ModelError> {
     if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength { expected: model.layout().len(), got: theta.len() });
+        return Err(ModelError::ThetaLength {
+            expected: model.layout().len(),
+            got: theta.len(),
+        });
     }
     let n = model.check_inputs(inputs)?;
     if labels.len() != n {
-        return Err(ModelError::LabelCount { inputs: n, labels: labels.len() });
+        return Err(ModelError::LabelCount {
+            inputs: n,
+            labels: labels.len(),
+        });
     }
     if let Some(&l) = labels.iter().find(|&&l| l as usize >= model.classes()) {
-        return Err(ModelError::LabelRange { label: l, classes: model.classes() });
+        return Err(ModelError::LabelRange {
+            label: l,
+            classes: model.classes(),
+        });
     }
     Ok(n)
 }
@@ -193,16 +215,27 @@ where
     let loss_v = loss.array().f64();
     let grads = loss.backward();
     let grad = grads.get(&th).as_vec();
-    Ok(LossGrad { loss: loss_v, grad, correct })
+    Ok(LossGrad {
+        loss: loss_v,
+        grad,
+        correct,
+    })
 }
 
 /// Logits `[n, classes]` (row-major) at θ, without a tape.
-pub fn evaluate_logits<M: Model + ?Sized, E: Float>(model: &M, theta: &[E], inputs: &Inputs) -> Result<Vec<E>, ModelError>
+pub fn evaluate_logits<M: Model + ?Sized, E: Float>(
+    model: &M,
+    theta: &[E],
+    inputs: &Inputs,
+) -> Result<Vec<E>, ModelError>
 where
     Dev: Device<E>,
 {
     if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength { expected: model.layout().len(), got: theta.len() });
+        return Err(ModelError::ThetaLength {
+            expected: model.layout().len(),
+            got: theta.len(),
+        });
     }
     model.check_inputs(inputs)?;
     let dev = Dev::default();
@@ -219,5 +252,8 @@ pub fn ce_and_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) ->
         let lse = m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln();
         total += lse - row[l as usize].f64();
     }
-    (total / labels.len().max(1) as f64, count_correct(logits, labels, classes))
+    (
+        total / labels.len().max(1) as f64,
+        count_correct(logits, labels, classes),
+    )
 }

@@ -41,11 +41,20 @@ pub struct Dataset {
 impl Dataset {
     /// From an image set of `gensplit-data`.
     pub fn from_images(set: &gensplit_data::ImageSet) -> Self {
-        Self { inputs: DataInputs::Images(set.images.clone()), labels: set.labels.iter().map(|&l| l as u32).collect() }
+        Self {
+            inputs: DataInputs::Images(set.images.clone()),
+            labels: set.labels.iter().map(|&l| l as u32).collect(),
+        }
     }
     /// From one split of modular-addition data.
     pub fn from_modadd(split: &gensplit_data::modular::ModAddSplit) -> Self {
-        Self { inputs: DataInputs::Tokens { a: split.a.clone(), b: split.b.clone() }, labels: split.labels.clone() }
+        Self {
+            inputs: DataInputs::Tokens {
+                a: split.a.clone(),
+                b: split.b.clone(),
+            },
+            labels: split.labels.clone(),
+        }
     }
     /// Number of samples.
     pub fn len(&self) -> usize {
@@ -80,22 +89,30 @@ impl Dataset {
                 }
                 DataInputs::Images(v)
             }
-            DataInputs::Tokens { a, b } => {
-                DataInputs::Tokens { a: idx.iter().map(|&i| a[i]).collect(), b: idx.iter().map(|&i| b[i]).collect() }
-            }
+            DataInputs::Tokens { a, b } => DataInputs::Tokens {
+                a: idx.iter().map(|&i| a[i]).collect(),
+                b: idx.iter().map(|&i| b[i]).collect(),
+            },
         };
-        Dataset { inputs, labels: idx.iter().map(|&i| self.labels[i]).collect() }
+        Dataset {
+            inputs,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+        }
     }
     /// Concatenation of two datasets of the same kind.
     pub fn concat(&self, other: &Dataset) -> Result<Dataset, ModelError> {
         let inputs = match (&self.inputs, &other.inputs) {
             (DataInputs::Images(x), DataInputs::Images(y)) => DataInputs::Images([x.as_slice(), y].concat()),
-            (DataInputs::Tokens { a, b }, DataInputs::Tokens { a: a2, b: b2 }) => {
-                DataInputs::Tokens { a: [a.as_slice(), a2].concat(), b: [b.as_slice(), b2].concat() }
-            }
+            (DataInputs::Tokens { a, b }, DataInputs::Tokens { a: a2, b: b2 }) => DataInputs::Tokens {
+                a: [a.as_slice(), a2].concat(),
+                b: [b.as_slice(), b2].concat(),
+            },
             _ => return Err(ModelError::Inputs("cannot concatenate images with tokens".into())),
         };
-        Ok(Dataset { inputs, labels: [self.labels.as_slice(), &other.labels].concat() })
+        Ok(Dataset {
+            inputs,
+            labels: [self.labels.as_slice(), &other.labels].concat(),
+        })
     }
 }
 
@@ -116,7 +133,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -132,7 +155,12 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh state for `n` parameters.
     pub fn new(cfg: AdamWConfig, n: usize) -> Self {
-        Self { cfg, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
+        Self {
+            cfg,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
     }
     /// One update of `theta` with gradient `grad`.
     pub fn step<E: Float>(&mut self, theta: &mut [E], grad: &[E]) {
@@ -161,7 +189,12 @@ pub struct Eval {
 }
 
 /// Evaluates in chunks of `chunk` samples (bounded memory).
-pub fn evaluate<M: Model + ?Sized, E: Float>(model: &M, theta: &[E], data: &Dataset, chunk: usize) -> Result<Eval, ModelError>
+pub fn evaluate<M: Model + ?Sized, E: Float>(
+    model: &M,
+    theta: &[E],
+    data: &Dataset,
+    chunk: usize,
+) -> Result<Eval, ModelError>
 where
     Dev: Device<E>,
 {
@@ -176,7 +209,10 @@ where
         correct += c;
     }
     let n = data.len().max(1) as f64;
-    Ok(Eval { loss: loss / n, acc: correct as f64 / n })
+    Ok(Eval {
+        loss: loss / n,
+        acc: correct as f64 / n,
+    })
 }
 
 /// One phase of training.
@@ -252,7 +288,11 @@ pub fn train<M: Model + ?Sized>(
         return Ok(());
     }
     let n = data.len();
-    let bs = if cfg.batch_size == 0 || cfg.batch_size >= n { n } else { cfg.batch_size };
+    let bs = if cfg.batch_size == 0 || cfg.batch_size >= n {
+        n
+    } else {
+        cfg.batch_size
+    };
     let mut opt = AdamW::new(cfg.optim.clone(), theta.len());
     let mut order: Vec<usize> = (0..n).collect();
     let (mut epoch, mut pos) = (0u64, n); // force a shuffle at the first step
@@ -263,7 +303,8 @@ pub fn train<M: Model + ?Sized>(
             loss_and_grad(model, theta, &data.inputs(), &data.labels)?
         } else {
             if pos + bs > n {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 order.shuffle(&mut rng);
                 epoch += 1;
                 pos = 0;
@@ -275,13 +316,20 @@ pub fn train<M: Model + ?Sized>(
         opt.step(theta, &g.grad);
         acc_loss += g.loss;
         acc_n += 1;
-        progress(Progress::Step { done: step, total: cfg.steps, loss: g.loss });
+        progress(Progress::Step {
+            done: step,
+            total: cfg.steps,
+            loss: g.loss,
+        });
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
             log.checkpoints.push((log.steps + step, theta.to_vec()));
         }
         if step % cfg.eval_every.max(1) == 0 || step == cfg.steps {
-            let mut point =
-                CurvePoint { step: log.steps + step, train_loss: acc_loss / acc_n as f64, evals: Vec::new() };
+            let mut point = CurvePoint {
+                step: log.steps + step,
+                train_loss: acc_loss / acc_n as f64,
+                evals: Vec::new(),
+            };
             for (name, set) in evals {
                 point.evals.push((name.to_string(), evaluate(model, theta, set, 2048)?));
             }

@@ -14,9 +14,31 @@ fn rand_vec(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f64> {
 }
 
 fn geom_strategy() -> impl Strategy<Value = (ConvGeom, usize, u64)> {
-    (1usize..4, 1usize..9, 1usize..9, 1usize..5, 1usize..4, 1usize..3, 0usize..3, 1usize..4, any::<u64>())
+    (
+        1usize..4,
+        1usize..9,
+        1usize..9,
+        1usize..5,
+        1usize..4,
+        1usize..3,
+        0usize..3,
+        1usize..4,
+        any::<u64>(),
+    )
         .prop_map(|(c_in, h, w, c_out, k, stride, pad, n, seed)| {
-            (ConvGeom { c_in, h, w, c_out, k, stride, pad }, n, seed)
+            (
+                ConvGeom {
+                    c_in,
+                    h,
+                    w,
+                    c_out,
+                    k,
+                    stride,
+                    pad,
+                },
+                n,
+                seed,
+            )
         })
         .prop_filter("kernel must fit", |(g, _, _)| g.checked_out_hw().is_some())
 }
@@ -28,11 +50,21 @@ fn op_grads(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], r: &[f64], n: usize) 
     let wt = dev.tensor_from_vec(w.to_vec(), (w.len(),));
     let bt = dev.tensor_from_vec(b.to_vec(), (b.len(),));
     let rt = dev.tensor_from_vec(r.to_vec(), (n, g.out_features()));
-    let y = conv2d(xt.leaky_trace(), wt.retaped::<OwnedTape<f64, Cpu>>(), bt.retaped::<OwnedTape<f64, Cpu>>(), g);
+    let y = conv2d(
+        xt.leaky_trace(),
+        wt.retaped::<OwnedTape<f64, Cpu>>(),
+        bt.retaped::<OwnedTape<f64, Cpu>>(),
+        g,
+    );
     let l = (y * rt).sum::<Rank0, _>();
     let lv = l.array();
     let grads = l.backward();
-    (lv, grads.get(&xt).as_vec(), grads.get(&wt).as_vec(), grads.get(&bt).as_vec())
+    (
+        lv,
+        grads.get(&xt).as_vec(),
+        grads.get(&wt).as_vec(),
+        grads.get(&bt).as_vec(),
+    )
 }
 
 proptest! {
@@ -96,7 +128,12 @@ proptest! {
 }
 
 fn tiny_cnn() -> Cnn {
-    Cnn::new(&CnnConfig { channels: [2, 3, 2], hidden: 5, classes: 10 }).unwrap()
+    Cnn::new(&CnnConfig {
+        channels: [2, 3, 2],
+        hidden: 5,
+        classes: 10,
+    })
+    .unwrap()
 }
 
 /// Central differences of the loss in f64 along random directions: a smooth
@@ -140,7 +177,12 @@ fn cnn_gradient_matches_finite_differences() {
 
 #[test]
 fn mlp_gradient_matches_finite_differences() {
-    let mlp = ModMlp::new(&ModMlpConfig { p: 7, embed: 3, hidden: 6 }).unwrap();
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 7,
+        embed: 3,
+        hidden: 6,
+    })
+    .unwrap();
     let theta: Vec<f64> = mlp.init(5);
     let a = [0u32, 1, 2, 3, 6, 5];
     let b = [6u32, 5, 2, 1, 0, 3];
@@ -162,14 +204,36 @@ fn bad_inputs_are_typed_errors() {
     let cnn = tiny_cnn();
     let theta: Vec<f32> = cnn.init(0);
     let px = vec![0.0f32; 783];
-    assert!(matches!(loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[0]), Err(ModelError::Inputs(_))));
+    assert!(matches!(
+        loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[0]),
+        Err(ModelError::Inputs(_))
+    ));
     let px = vec![0.0f32; 784];
-    assert!(matches!(loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[10]), Err(ModelError::LabelRange { .. })));
-    assert!(matches!(loss_and_grad(&cnn, &theta[1..], &Inputs::Images { pixels: &px }, &[1]), Err(ModelError::ThetaLength { .. })));
-    let mlp = ModMlp::new(&ModMlpConfig { p: 5, embed: 2, hidden: 3 }).unwrap();
+    assert!(matches!(
+        loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &px }, &[10]),
+        Err(ModelError::LabelRange { .. })
+    ));
+    assert!(matches!(
+        loss_and_grad(&cnn, &theta[1..], &Inputs::Images { pixels: &px }, &[1]),
+        Err(ModelError::ThetaLength { .. })
+    ));
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 5,
+        embed: 2,
+        hidden: 3,
+    })
+    .unwrap();
     let th: Vec<f32> = mlp.init(0);
-    assert!(matches!(evaluate_logits(&mlp, &th, &Inputs::Tokens { a: &[5], b: &[0] }), Err(ModelError::Inputs(_))));
-    assert!(ModMlp::new(&ModMlpConfig { p: 1, embed: 2, hidden: 3 }).is_err());
+    assert!(matches!(
+        evaluate_logits(&mlp, &th, &Inputs::Tokens { a: &[5], b: &[0] }),
+        Err(ModelError::Inputs(_))
+    ));
+    assert!(ModMlp::new(&ModMlpConfig {
+        p: 1,
+        embed: 2,
+        hidden: 3
+    })
+    .is_err());
 }
 
 #[test]
@@ -185,7 +249,17 @@ fn gradients_are_deterministic_and_f32_agrees_with_f64() {
     let b = loss_and_grad(&cnn, &t32, &inp, &labels).unwrap();
     assert_eq!(a.grad, b.grad);
     let c = loss_and_grad(&cnn, &t64, &inp, &labels).unwrap();
-    let num: f64 = a.grad.iter().zip(&c.grad).map(|(x, y)| (*x as f64 - y).powi(2)).sum::<f64>().sqrt();
+    let num: f64 = a
+        .grad
+        .iter()
+        .zip(&c.grad)
+        .map(|(x, y)| (*x as f64 - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let den: f64 = c.grad.iter().map(|y| y * y).sum::<f64>().sqrt();
-    assert!(num / den < 1e-4, "f32 vs f64 gradient relative difference {}", num / den);
+    assert!(
+        num / den < 1e-4,
+        "f32 vs f64 gradient relative difference {}",
+        num / den
+    );
 }

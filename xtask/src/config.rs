@@ -1,0 +1,207 @@
+//! The configuration of a `reproduce` run: every number a stage depends on.
+//! Two presets: [`ReproConfig::full`] (the results in the report) and
+//! [`ReproConfig::quick`] (a small end-to-end smoke run for CI).
+
+use gensplit_data::modular::ModAddConfig;
+use gensplit_data::patterns::PatternConfig;
+use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+/// Which images a training phase uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainSet {
+    /// Digit + pattern averages.
+    Mixed,
+    /// Pure digits.
+    Digits,
+    /// Pure patterns.
+    Patterns,
+    /// Pure digits and pure patterns, concatenated.
+    DigitsAndPatterns,
+}
+
+/// One training phase of a CNN recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Training data.
+    pub data: TrainSet,
+    /// Steps, batch, optimizer, seed.
+    pub train: TrainConfig,
+}
+
+/// Data shared by the image experiments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// Pattern generator.
+    pub patterns: PatternConfig,
+    /// Use only the first this many training images (`None` = all 60,000).
+    pub train_limit: Option<usize>,
+    /// Held-out evaluation images per set (first of the 10,000 test images).
+    pub test_size: usize,
+    /// Held-out images per set used for curve points during training.
+    pub curve_eval_size: usize,
+}
+
+/// A CNN training recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnRecipe {
+    /// Architecture.
+    pub model: CnnConfig,
+    /// Initialization seed.
+    pub init_seed: u64,
+    /// Phases, in order.
+    pub phases: Vec<Phase>,
+}
+
+/// The modular-addition recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModAddRecipe {
+    /// Data.
+    pub data: ModAddConfig,
+    /// Architecture.
+    pub model: ModMlpConfig,
+    /// Initialization seed.
+    pub init_seed: u64,
+    /// Full-batch AdamW run.
+    pub train: TrainConfig,
+    /// Share of embedding power the key frequencies must hold.
+    pub key_fraction: f64,
+}
+
+/// Everything `reproduce` runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReproConfig {
+    /// Whether this is the `--quick` preset.
+    pub quick: bool,
+    /// Image data.
+    pub data: DataConfig,
+    /// Trained on mixed data only (the seed's question 1).
+    pub cnn_mixed_only: CnnRecipe,
+    /// Pretrained on both pure datasets, then on mixed data.
+    pub cnn_pretrained: CnnRecipe,
+    /// Modular addition.
+    pub modadd: ModAddRecipe,
+}
+
+fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_every: usize) -> Phase {
+    Phase {
+        data,
+        train: TrainConfig {
+            steps,
+            batch_size: batch,
+            optim: AdamWConfig {
+                lr,
+                ..Default::default()
+            },
+            seed,
+            eval_every,
+            checkpoint_every: 0,
+        },
+    }
+}
+
+impl ReproConfig {
+    /// The full configuration (the numbers in the report).
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            data: DataConfig {
+                patterns: PatternConfig::default(),
+                train_limit: None,
+                test_size: 10_000,
+                curve_eval_size: 2_000,
+            },
+            cnn_mixed_only: CnnRecipe {
+                model: CnnConfig::default(),
+                init_seed: 1,
+                phases: vec![phase(TrainSet::Mixed, 1200, 128, 2e-3, 11, 100)],
+            },
+            cnn_pretrained: CnnRecipe {
+                model: CnnConfig::default(),
+                init_seed: 2,
+                phases: vec![
+                    phase(TrainSet::DigitsAndPatterns, 1500, 128, 2e-3, 21, 100),
+                    phase(TrainSet::Mixed, 500, 128, 5e-4, 22, 100),
+                ],
+            },
+            modadd: ModAddRecipe {
+                data: ModAddConfig {
+                    p: 59,
+                    train_frac: 0.5,
+                    seed: 3,
+                },
+                model: ModMlpConfig::default(),
+                init_seed: 4,
+                train: TrainConfig {
+                    steps: 10_000,
+                    batch_size: 0,
+                    optim: AdamWConfig {
+                        lr: 1e-3,
+                        beta1: 0.9,
+                        beta2: 0.98,
+                        eps: 1e-8,
+                        weight_decay: 1.0,
+                    },
+                    seed: 5,
+                    eval_every: 250,
+                    checkpoint_every: 1000,
+                },
+                key_fraction: gensplit_models::fourier::DEFAULT_KEY_FRACTION,
+            },
+        }
+    }
+
+    /// A small end-to-end configuration (seconds, not minutes). Its numbers
+    /// are not meant to meet the full run's targets.
+    pub fn quick() -> Self {
+        let mut c = Self::full();
+        c.quick = true;
+        c.data.train_limit = Some(6_000);
+        c.data.test_size = 1_000;
+        c.data.curve_eval_size = 500;
+        c.cnn_mixed_only.phases = vec![phase(TrainSet::Mixed, 150, 64, 2e-3, 11, 50)];
+        c.cnn_pretrained.phases = vec![
+            phase(TrainSet::DigitsAndPatterns, 150, 64, 2e-3, 21, 50),
+            phase(TrainSet::Mixed, 50, 64, 5e-4, 22, 50),
+        ];
+        c.modadd.data.p = 23;
+        c.modadd.model = ModMlpConfig {
+            p: 23,
+            embed: 8,
+            hidden: 32,
+        };
+        c.modadd.train.steps = 1_500;
+        c.modadd.train.eval_every = 250;
+        c.modadd.train.checkpoint_every = 500;
+        c
+    }
+
+    /// A tiny configuration for the pipeline's own tests.
+    pub fn tiny() -> Self {
+        let mut c = Self::quick();
+        c.data.train_limit = Some(300);
+        c.data.test_size = 100;
+        c.data.curve_eval_size = 50;
+        c.cnn_mixed_only.model = CnnConfig {
+            channels: [2, 2, 2],
+            hidden: 4,
+            classes: 10,
+        };
+        c.cnn_pretrained.model = c.cnn_mixed_only.model.clone();
+        c.cnn_mixed_only.phases = vec![phase(TrainSet::Mixed, 4, 16, 2e-3, 11, 2)];
+        c.cnn_pretrained.phases = vec![
+            phase(TrainSet::DigitsAndPatterns, 3, 16, 2e-3, 21, 3),
+            phase(TrainSet::Mixed, 2, 16, 5e-4, 22, 2),
+        ];
+        c.modadd.data.p = 7;
+        c.modadd.model = ModMlpConfig {
+            p: 7,
+            embed: 3,
+            hidden: 5,
+        };
+        c.modadd.train.steps = 20;
+        c.modadd.train.eval_every = 10;
+        c.modadd.train.checkpoint_every = 10;
+        c
+    }
+}

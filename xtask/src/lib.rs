@@ -1,0 +1,49 @@
+//! gensplit's pipeline, as a library so that its tests can drive it.
+//!
+//! `cargo xtask reproduce` (see `main.rs`) calls [`reproduce`]: every stage
+//! of [`config::ReproConfig`] is run or loaded from the content-addressed
+//! [`artifact::Store`], then [`report::write`] renders `report/`.
+
+pub mod artifact;
+pub mod config;
+pub mod report;
+pub mod stages;
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The workspace root (parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs every stage of `cfg` with artifacts in `out/artifacts` and writes
+/// `out/report`. Returns the record of stage runs.
+pub fn reproduce(
+    cfg: &config::ReproConfig,
+    out: &Path,
+    force: bool,
+    digits: &stages::DigitSource,
+) -> Result<Vec<stages::StageRun>> {
+    let t0 = Instant::now();
+    let store = artifact::Store::open(&out.join("artifacts"))?;
+    let mut ctx = stages::Ctx {
+        store,
+        force,
+        runs: Vec::new(),
+    };
+    let outputs = stages::run_all(&mut ctx, cfg, digits)?;
+    let report_dir = out.join("report");
+    report::write(&report_dir, &outputs, cfg.quick, &ctx.runs, t0.elapsed().as_secs_f64())
+        .with_context(|| format!("writing the report to {}", report_dir.display()))?;
+    tracing::info!(
+        "report written to {} in {:.1} s",
+        report_dir.join("report.md").display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(ctx.runs)
+}

@@ -1,0 +1,285 @@
+//! `report/`: the Markdown report, its figures and `summary.json`.
+//!
+//! `summary.json` schema (documented in the README too):
+//! `config.quick` (bool); `cnn_mixed_only.acc.{mixed,digits,patterns}` and
+//! `cnn_pretrained.acc.{mixed,digits,patterns}` (held-out fractions in
+//! [0, 1]); `modadd.{test_acc, train_acc, key_frequencies, key_share,
+//! step_test_99}`; `timings_s.<stage>` (wall seconds in this run, cache hits
+//! included); `stages.<stage>.{key, cached}`.
+
+use crate::stages::{Outputs, StageRun, Trained};
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn acc_obj(t: &Trained) -> serde_json::Value {
+    json!({
+        "mixed": t.acc("mixed"),
+        "digits": t.acc("digits"),
+        "patterns": t.acc("patterns"),
+    })
+}
+
+/// The summary as JSON.
+pub fn summary(out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> serde_json::Value {
+    let mut timings = serde_json::Map::new();
+    let mut stages = serde_json::Map::new();
+    for r in runs {
+        timings.insert(r.stage.clone(), json!(r.seconds));
+        stages.insert(r.stage.clone(), json!({"key": r.key, "cached": r.cached}));
+    }
+    timings.insert("total".into(), json!(total_s));
+    let m = &out.modadd;
+    json!({
+        "config": {"quick": quick},
+        "cnn_mixed_only": {"acc": acc_obj(&out.cnn_mixed_only), "train_seconds": out.cnn_mixed_only.seconds},
+        "cnn_pretrained": {"acc": acc_obj(&out.cnn_pretrained), "train_seconds": out.cnn_pretrained.seconds},
+        "modadd": {
+            "test_acc": m.trained.acc("test"),
+            "train_acc": m.trained.acc("train"),
+            "key_frequencies": m.key_frequencies,
+            "key_share": m.key_share,
+            "step_test_99": m.step_test_99,
+            "train_seconds": m.trained.seconds,
+        },
+        "timings_s": timings,
+        "stages": stages,
+    })
+}
+
+/// Writes a PNG grid: one row per set, one column per class (3× upscaled).
+pub fn samples_png(path: &Path, rows: &[(String, Vec<Vec<f32>>)]) -> Result<()> {
+    let (s, gap, cols) = (3usize, 4usize, 10usize);
+    let w = cols * (28 * s + gap) + gap;
+    let h = rows.len() * (28 * s + gap) + gap;
+    let mut px = vec![255u8; w * h];
+    for (r, (_, imgs)) in rows.iter().enumerate() {
+        for (c, img) in imgs.iter().enumerate().take(cols) {
+            let (x0, y0) = (gap + c * (28 * s + gap), gap + r * (28 * s + gap));
+            for y in 0..28 * s {
+                for x in 0..28 * s {
+                    let v = img[(y / s) * 28 + x / s].clamp(0.0, 1.0);
+                    px[(y0 + y) * w + x0 + x] = (255.0 * (1.0 - v)).round() as u8;
+                }
+            }
+        }
+    }
+    let mut buf = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut buf, w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header()?;
+        wr.write_image_data(&px)?;
+    }
+    write_atomic(path, &buf)
+}
+
+/// Accuracy curves of one training run (SVG).
+pub fn curves_svg(path: &Path, title: &str, t: &Trained) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 400)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max_step = t.log.curve.last().map(|p| p.step).unwrap_or(1).max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0f64..max_step, 0f64..1.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("optimizer step")
+            .y_desc("held-out accuracy")
+            .draw()?;
+        let names: Vec<String> = t
+            .log
+            .curve
+            .first()
+            .map(|p| p.evals.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
+        for (i, name) in names.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            let pts: Vec<(f64, f64)> = t
+                .log
+                .curve
+                .iter()
+                .filter_map(|p| {
+                    p.evals
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, e)| (p.step as f64, e.acc))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        for &end in &t.phase_ends[..t.phase_ends.len().saturating_sub(1)] {
+            chart.draw_series(LineSeries::new(
+                vec![(end as f64, 0.0), (end as f64, 1.0)],
+                BLACK.mix(0.4),
+            ))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
+/// Bar chart of the embedding's folded Fourier power (SVG), key frequencies
+/// in red.
+pub fn fourier_svg(path: &Path, out: &Outputs) -> Result<()> {
+    let m = &out.modadd;
+    let total = m.spectrum.total().max(f64::MIN_POSITIVE);
+    let shares: Vec<f64> = m.spectrum.power.iter().map(|p| p / total).collect();
+    let ymax = shares.iter().cloned().fold(0.0, f64::max).max(1e-3) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Embedding Fourier power, p = {} (key: red)", m.spectrum.p),
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..(shares.len() as f64 + 1.0), 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("frequency k")
+            .y_desc("share of power")
+            .draw()?;
+        chart.draw_series(shares.iter().enumerate().map(|(i, &s)| {
+            let k = i + 1;
+            let color = if m.key_frequencies.contains(&k) {
+                RED.to_rgba()
+            } else {
+                BLUE.mix(0.5)
+            };
+            Rectangle::new([(k as f64 - 0.4, 0.0), (k as f64 + 0.4, s)], color.filled())
+        }))?;
+        root.present()?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "—".into())
+}
+
+/// Writes `report/` (report.md, figures, summary.json).
+pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> Result<()> {
+    let fig = dir.join("figures");
+    std::fs::create_dir_all(&fig).with_context(|| format!("creating {}", fig.display()))?;
+    samples_png(&fig.join("samples.png"), &out.data.samples)?;
+    curves_svg(
+        &fig.join("curves_cnn_mixed_only.svg"),
+        "cnn_mixed_only: trained on mixed only",
+        &out.cnn_mixed_only,
+    )?;
+    curves_svg(
+        &fig.join("curves_cnn_pretrained.svg"),
+        "cnn_pretrained: pure digits+patterns, then mixed",
+        &out.cnn_pretrained,
+    )?;
+    curves_svg(
+        &fig.join("curves_modadd.svg"),
+        "modadd: (a+b) mod p",
+        &out.modadd.trained,
+    )?;
+    fourier_svg(&fig.join("modadd_fourier.svg"), out)?;
+
+    let s = summary(out, quick, runs, total_s);
+    write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
+
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# gensplit report{}\n",
+        if quick {
+            " (--quick: small smoke configuration, not the real results)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        md,
+        "Generated by `cargo xtask reproduce{}`. Every number below is also in `summary.json`.\n",
+        if quick { " --quick" } else { "" }
+    )?;
+    writeln!(md, "## Data\n\nHeld-out samples, one per class 0–9: pure digits (MNIST test), pure 6×6 patterns (test noise stream), and their pixel average.\n\n![samples](figures/samples.png)\n")?;
+    writeln!(
+        md,
+        "| set | images | fingerprint (SHA-256, first 16 hex) |\n| --- | ---: | --- |"
+    )?;
+    for ((n, c), (_, f)) in out.data.sizes.iter().zip(&out.data.fingerprints) {
+        writeln!(md, "| {n} | {c} | `{}` |", &f[..16])?;
+    }
+    writeln!(md, "\n## CNN accuracy (held-out)\n\n| model | mixed | digits | patterns | train time |\n| --- | ---: | ---: | ---: | ---: |")?;
+    for (name, t) in [
+        ("cnn_mixed_only", &out.cnn_mixed_only),
+        ("cnn_pretrained", &out.cnn_pretrained),
+    ] {
+        writeln!(
+            md,
+            "| {name} | {} | {} | {} | {:.0} s |",
+            pct(t.acc("mixed")),
+            pct(t.acc("digits")),
+            pct(t.acc("patterns")),
+            t.seconds
+        )?;
+    }
+    writeln!(md, "\nTargets (full run): `cnn_mixed_only` mixed ≥ 95%, digits ≥ 50%, patterns ≥ 50% (a network trained only on averages learns both rules); `cnn_pretrained` ≥ 97% on each.\n")?;
+    writeln!(
+        md,
+        "![curves](figures/curves_cnn_mixed_only.svg)\n\n![curves](figures/curves_cnn_pretrained.svg)\n"
+    )?;
+    let m = &out.modadd;
+    writeln!(md, "## Modular addition\n")?;
+    writeln!(md, "Full-batch AdamW on half of all pairs (a, b) mod {}: train accuracy {}, test accuracy {}; first curve point with test ≥ 99%: {}.\n",
+        m.spectrum.p, pct(m.trained.acc("train")), pct(m.trained.acc("test")),
+        m.step_test_99.map(|s| format!("step {s}")).unwrap_or_else(|| "never".into()))?;
+    writeln!(md, "Key frequencies (smallest set of folded DFT frequencies of the embedding holding ≥ 85% of its non-constant power): **{:?}**, holding {:.1}% of the power.\n",
+        m.key_frequencies, 100.0 * m.key_share)?;
+    writeln!(
+        md,
+        "![curves](figures/curves_modadd.svg)\n\n![fourier](figures/modadd_fourier.svg)\n"
+    )?;
+    writeln!(
+        md,
+        "## Stages\n\n| stage | key | cached | seconds |\n| --- | --- | --- | ---: |"
+    )?;
+    for r in runs {
+        writeln!(
+            md,
+            "| {} | `{}` | {} | {:.1} |",
+            r.stage,
+            &r.key[..16],
+            r.cached,
+            r.seconds
+        )?;
+    }
+    writeln!(md, "\nTotal: {total_s:.1} s.")?;
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    Ok(())
+}

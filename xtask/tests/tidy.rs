@@ -1,0 +1,98 @@
+//! Hygiene checks that keep docs and code honest (rust-analyzer style "tidy").
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    xtask::workspace_root()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        let src = e.unwrap().path().join("src");
+        if src.exists() {
+            rust_files(&src, &mut files);
+        }
+    }
+    rust_files(&root().join("xtask/src"), &mut files);
+    files
+}
+
+#[test]
+fn every_module_has_a_doc_comment() {
+    let missing: Vec<_> = sources()
+        .into_iter()
+        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
+        .collect();
+    assert!(missing.is_empty(), "modules without a `//!` doc: {missing:?}");
+}
+
+#[test]
+fn no_placeholders_or_debug_leftovers() {
+    let bad = ["todo!(", "unimplemented!(", "dbg!("];
+    for p in sources() {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for b in bad {
+            assert!(!text.contains(b), "{} contains {b}", p.display());
+        }
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let cmd = "cargo test --workspace";
+    assert!(readme.contains(cmd), "README must show `{cmd}`");
+    assert!(ci.lines().any(|l| l.trim() == cmd), ".ci/run must run `{cmd}`");
+    assert!(ci.contains("cargo clippy --workspace --all-targets -- -D warnings"));
+    assert!(ci.contains("cargo xtask reproduce --quick"));
+}
+
+#[test]
+fn readme_documents_the_summary_schema_and_every_crate() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for field in [
+        "config.quick",
+        "cnn_mixed_only.acc",
+        "cnn_pretrained.acc",
+        "modadd.test_acc",
+        "modadd.key_frequencies",
+        "timings_s.<stage>",
+    ] {
+        assert!(
+            readme.contains(field),
+            "README does not document summary field `{field}`"
+        );
+    }
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("crates/{name}")),
+            "README layout does not list crates/{name}"
+        );
+    }
+}
+
+#[test]
+fn mnist_fixture_keeps_its_license_and_checksums() {
+    let readme = std::fs::read_to_string(root().join("fixtures/mnist/README.md")).unwrap();
+    assert!(readme.contains("CC BY-SA 3.0"));
+    for (name, sha) in gensplit_data::mnist::MNIST_SHA256 {
+        assert!(
+            readme.contains(sha),
+            "fixtures/mnist/README.md lacks the checksum of {name}"
+        );
+    }
+}
