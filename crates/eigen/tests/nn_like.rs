@@ -2,15 +2,15 @@
 
 use gensplit_eigen::{lanczos, Diagonal, LanczosParams, StopReason, Which};
 
-/// n = 30000: ten outliers, a power-law bulk decaying towards 0 and a few
-/// small negative eigenvalues (as in trained-network Hessians).
-fn nn_like_spectrum(n: usize) -> Vec<f64> {
+/// Ten outliers, a power-law bulk `bulk_scale * (1 + i)^-bulk_decay` decaying
+/// towards 0 and 5% small negative eigenvalues (as in trained-network Hessians).
+fn nn_like_spectrum(n: usize, bulk_scale: f64, bulk_decay: f64) -> Vec<f64> {
     let outliers = [35.4, 26.5, 18.8, 15.0, 12.1, 10.3, 9.1, 8.2, 7.4, 6.9];
     let mut d: Vec<f64> = outliers.to_vec();
     let n_neg = n / 20;
     let n_bulk = n - outliers.len() - n_neg;
     for i in 0..n_bulk {
-        d.push(6.0 * (1.0 + i as f64).powf(-0.7));
+        d.push(bulk_scale * (1.0 + i as f64).powf(-bulk_decay));
     }
     for i in 0..n_neg {
         d.push(-0.3 * (1.0 + i as f64).powf(-0.5));
@@ -29,7 +29,14 @@ fn nn_like_spectrum(n: usize) -> Vec<f64> {
 #[test]
 fn nn_like_matvec_counts() {
     let n = 30_000;
-    let diag = nn_like_spectrum(n);
+    // (bulk scale, bulk decay): a fast-decaying and a dense, slowly decaying bulk.
+    for (bs, bd) in [(6.0, 0.7), (5.0, 0.3)] {
+        run_case(n, bs, bd);
+    }
+}
+
+fn run_case(n: usize, bs: f64, bd: f64) {
+    let diag = nn_like_spectrum(n, bs, bd);
     let mut sorted = diag.clone();
     sorted.sort_by(|a, b| b.total_cmp(a));
     let op = Diagonal { diag };
@@ -43,7 +50,7 @@ fn nn_like_matvec_counts() {
         };
         let r = lanczos(&op, &p, &mut gensplit_eigen::NoObserver).unwrap();
         println!(
-            "k = {k:2}: matvecs = {:4}, restarts = {:3}, stop = {:?}",
+            "bulk {bs}*(1+i)^-{bd}: k = {k:2}: matvecs = {:4}, restarts = {:3}, stop = {:?}",
             r.matvecs, r.restarts, r.stop
         );
         assert_eq!(r.stop, StopReason::Converged);
