@@ -1,0 +1,44 @@
+//! Gradient vs exact Hessian-vector product of the reference CNN
+//! (29,018 parameters) at batch 256 and 1024, f32 and f64, on random images
+//! in [0, 1] with random labels (DESIGN-NOTES §5 has JAX's numbers).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gensplit_hvp::{curvature_vector, Curvature};
+use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Dev, Float, Inputs, Model};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn bench_dtype<E: Float>(c: &mut Criterion, name: &str)
+where
+    Dev: dfdx::prelude::Device<E>,
+{
+    let model = Cnn::new(&CnnConfig::default()).unwrap();
+    let theta: Vec<E> = model.init(0);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let v: Vec<E> = (0..theta.len()).map(|_| E::of(rng.gen_range(-1.0..1.0))).collect();
+    let mut group = c.benchmark_group(format!("cnn_{name}"));
+    group.sample_size(10);
+    for batch in [256usize, 1024] {
+        let pixels: Vec<f32> = (0..batch * 784).map(|_| rng.gen::<f32>()).collect();
+        let labels: Vec<u32> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+        let inputs = Inputs::Images { pixels: &pixels };
+        group.bench_with_input(BenchmarkId::new("gradient", batch), &batch, |b, _| {
+            b.iter(|| loss_and_grad(&model, &theta, &inputs, &labels).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("hvp", batch), &batch, |b, _| {
+            b.iter(|| curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::Hessian).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("ggn", batch), &batch, |b, _| {
+            b.iter(|| curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::GaussNewton).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_dtype::<f32>(c, "f32");
+    bench_dtype::<f64>(c, "f64");
+}
+
+criterion_group!(hvp, benches);
+criterion_main!(hvp);

@@ -1,0 +1,182 @@
+//! [`Dual`]: the forward pass together with its tangent (forward-mode JVP)
+//! along a fixed direction `v`, written as an implementation of
+//! [`gensplit_models::Ops`] so every model's single forward runs on it.
+//!
+//! An activation is a [`DualAct`]: the primal value `a` (a taped dfdx tensor
+//! that records the ordinary backward graph down to θ) and its tangent
+//! `ȧ = (∂a/∂θ)·v` (`None` when it is identically zero, as for the network
+//! input). The tangent rules, with `(V, c)` the blocks of `v` that sit where
+//! `(W, b)` sit in θ:
+//!
+//! | layer | primal | tangent |
+//! | --- | --- | --- |
+//! | input | `x` | `0` |
+//! | `embed_pair` | `[E(a) ; E(b)]` | `[V_E(a) ; V_E(b)]` |
+//! | `linear` | `z = x Wᵀ + b` | `ż = ẋ Wᵀ + x Vᵀ + c` |
+//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` |
+//! | `relu` | `a = max(z, 0)` | `ȧ = 1[z > 0] · ż` (mask constant) |
+//!
+//! The tangent tape type `TT` chooses what the reverse pass differentiates:
+//!
+//! * `TT = `[`Taped`]: the tangent branch is recorded too, so reverse mode
+//!   on a scalar built from `(z, ż)` differentiates through both (the
+//!   Hessian-vector product, [`crate::Curvature::Hessian`]).
+//! * `TT = `[`NoneTape`]: the tangent is a plain value; only the primal graph
+//!   is recorded (vector-Jacobian products, used for the Gauss–Newton
+//!   product [`crate::Curvature::GaussNewton`]).
+//!
+//! Two dfdx facts shape the code: a θ block is sliced out of the flat θ
+//! tensor *once* per use site (dfdx's slice backward assigns rather than
+//! accumulates, so slicing the same range twice would drop a gradient), and
+//! a taped tensor needed by both branches keeps its tape in the primal branch
+//! and enters the tangent branch as a tape-less-but-same-id clone
+//! (`retaped`), so the gradients of both uses accumulate on the same id and
+//! the tapes merge where the branches join.
+
+use gensplit_models::conv::{conv2d, ConvGeom};
+use gensplit_models::{BlockId, Dev, Float, Ops, ParamLayout, Taped, T1, T2};
+use dfdx::prelude::*;
+use dfdx::tensor::{Merge, Tape};
+
+/// A (primal, tangent) activation `[batch, features]`.
+pub struct DualAct<E: Float, TT> {
+    /// The primal value, recording the backward graph down to θ.
+    pub primal: T2<E, Taped<E>>,
+    /// The tangent `(∂a/∂θ)·v`; `None` means identically zero.
+    pub tangent: Option<T2<E, TT>>,
+}
+
+/// Forward-with-tangent implementation of [`Ops`].
+///
+/// Parameters are slices of one flat θ tensor (as in
+/// [`gensplit_models::Primal`]), so the reverse pass on any scalar of the
+/// outputs yields one flat gradient `grads.get(dual.theta())`. The direction
+/// `v` is a constant.
+pub struct Dual<'a, E: Float, TT = Taped<E>> {
+    dev: Dev,
+    layout: &'a ParamLayout,
+    theta: T1<E>,
+    v: &'a [E],
+    _tt: std::marker::PhantomData<TT>,
+}
+
+impl<'a, E: Float, TT> Dual<'a, E, TT>
+where
+    Dev: Device<E>,
+    TT: Tape<E, Dev>,
+{
+    /// Wraps θ (a flat tensor whose gradient is wanted) and the direction
+    /// `v`. Both lengths must equal the layout's (checked by callers;
+    /// panics otherwise).
+    pub fn new(layout: &'a ParamLayout, theta: T1<E>, v: &'a [E]) -> Self {
+        assert_eq!(theta.shape().0, layout.len(), "theta length");
+        assert_eq!(v.len(), layout.len(), "direction length");
+        let dev = theta.device().clone();
+        Self { dev, layout, theta, v, _tt: Default::default() }
+    }
+
+    /// The flat θ tensor (its gradient is `grads.get(dual.theta())`).
+    pub fn theta(&self) -> &T1<E> {
+        &self.theta
+    }
+
+    /// Block `id` of θ, taped back to θ. Call once per block per use site.
+    fn block(&self, id: BlockId) -> T1<E, Taped<E>> {
+        let b = self.layout.block(id);
+        self.theta.clone().put_tape(Taped::<E>::default()).slice((b.range(),)).reshape_like(&(b.len(),))
+    }
+
+    /// Block `id` of θ as a matrix `[shape[0], rest]`.
+    fn block2(&self, id: BlockId) -> T2<E, Taped<E>> {
+        let s = &self.layout.block(id).shape;
+        let (r, c) = (s[0], s[1..].iter().product());
+        self.block(id).reshape_like(&(r, c))
+    }
+
+    /// Block `id` of the direction, constant.
+    fn vblock(&self, id: BlockId) -> T1<E> {
+        let b = self.layout.block(id);
+        self.dev.tensor_from_vec(self.v[b.range()].to_vec(), (b.len(),))
+    }
+
+    /// Block `id` of the direction as a constant matrix `[shape[0], rest]`.
+    fn vblock2(&self, id: BlockId) -> T2<E> {
+        let b = self.layout.block(id);
+        let (r, c) = (b.shape[0], b.shape[1..].iter().product());
+        self.dev.tensor_from_vec(self.v[b.range()].to_vec(), (r, c))
+    }
+
+    fn indices(&self, t: &[u32]) -> Tensor<(usize,), usize, Dev> {
+        self.dev.tensor_from_vec(t.iter().map(|&t| t as usize).collect(), (t.len(),))
+    }
+}
+
+impl<E: Float, TT> Ops<E> for Dual<'_, E, TT>
+where
+    Dev: Device<E>,
+    TT: Tape<E, Dev> + Merge<TT> + Merge<NoneTape>,
+{
+    type Act = DualAct<E, TT>;
+
+    fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
+        let n = pixels.len() / features;
+        let x: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
+        DualAct { primal: self.dev.tensor_from_vec(x, (n, features)).put_tape(Taped::<E>::default()), tangent: None }
+    }
+
+    fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
+        // Slice the table once; its second use is a same-id clone.
+        let tab = self.block2(table);
+        let tab2 = tab.with_empty_tape();
+        let ea: T2<E, Taped<E>> = tab.gather(self.indices(a));
+        let eb: T2<E, Taped<E>> = tab2.gather(self.indices(b));
+        let primal = (ea, eb).concat_along(Axis::<1>);
+        let vt = self.vblock2(table);
+        let va: T2<E> = vt.clone().gather(self.indices(a));
+        let vb: T2<E> = vt.gather(self.indices(b));
+        let tangent = (va, vb).concat_along(Axis::<1>).put_tape(TT::default());
+        DualAct { primal, tangent: Some(tangent) }
+    }
+
+    fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act {
+        let n = x.primal.shape().0;
+        let out = self.layout.block(w).shape[0];
+        let wt = self.block2(w).permute::<(usize, usize), Axes2<1, 0>>();
+        let wt_t: T2<E, TT> = wt.retaped();
+        let x_t: T2<E, TT> = x.primal.retaped();
+        let vt = self.vblock2(w).permute::<(usize, usize), Axes2<1, 0>>();
+        let c = self.vblock(b).broadcast_like::<_, Axis<0>>(&(n, out));
+        // ż = ẋ Wᵀ + x Vᵀ + c
+        let mut tangent = x_t.matmul(vt) + c;
+        if let Some(xd) = x.tangent {
+            tangent = xd.matmul(wt_t) + tangent;
+        }
+        let bias = self.block(b).broadcast_like::<_, Axis<0>>(&(n, out));
+        let primal = x.primal.matmul(wt) + bias;
+        DualAct { primal, tangent: Some(tangent) }
+    }
+
+    fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        let wb = self.block(w);
+        let w_t: T1<E, TT> = wb.retaped();
+        let x_t: T2<E, TT> = x.primal.retaped();
+        // ż = conv(x, V, c) + conv(ẋ, W, 0)
+        let mut tangent = conv2d(x_t, self.vblock(w), self.vblock(b), geom);
+        if let Some(xd) = x.tangent {
+            let zero: T1<E> = self.dev.zeros_like(&(geom.c_out,));
+            tangent = conv2d(xd, w_t, zero, geom) + tangent;
+        }
+        let primal = conv2d(x.primal, wb, self.block(b), geom);
+        DualAct { primal, tangent: Some(tangent) }
+    }
+
+    fn relu(&mut self, x: Self::Act) -> Self::Act {
+        let tangent = x.tangent.map(|t| {
+            let mask: Vec<E> =
+                x.primal.as_vec().into_iter().map(|z| if z > E::zero() { E::one() } else { E::zero() }).collect();
+            let mask = self.dev.tensor_from_vec(mask, *x.primal.shape());
+            t * mask
+        });
+        DualAct { primal: x.primal.relu(), tangent }
+    }
+}

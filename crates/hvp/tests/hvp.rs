@@ -1,0 +1,365 @@
+//! Checks of the exact curvature-vector products against finite-difference
+//! oracles, symmetry, batching, precision and error handling.
+
+use gensplit_eigen::LinearOperator;
+use gensplit_hvp::{curvature_vector, dense_hessian, Curvature, HessianOperator, HvpError};
+use gensplit_models::{
+    evaluate_logits, loss_and_grad, Cnn, CnnConfig, DataInputs, Dataset, Inputs, ModMlp, ModMlpConfig, Model,
+    ModelError,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tiny_cnn() -> Cnn {
+    Cnn::new(&CnnConfig { channels: [2, 3, 2], hidden: 5, classes: 10 }).unwrap()
+}
+
+fn tiny_mlp() -> ModMlp {
+    ModMlp::new(&ModMlpConfig { p: 7, embed: 3, hidden: 6 }).unwrap()
+}
+
+fn image_data(n: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let pixels = (0..n * 784).map(|_| rng.gen::<f32>()).collect();
+    let labels = (0..n).map(|_| rng.gen_range(0..10)).collect();
+    Dataset { inputs: DataInputs::Images(pixels), labels }
+}
+
+fn modadd_data(p: u32) -> Dataset {
+    let (a, b): (Vec<u32>, Vec<u32>) = (0..p * p).map(|i| (i / p, i % p)).unzip();
+    let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % p).collect();
+    Dataset { inputs: DataInputs::Tokens { a, b }, labels }
+}
+
+fn random_vec(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    norm(&d) / norm(b).max(f64::MIN_POSITIVE)
+}
+
+fn grad_at<M: Model>(m: &M, theta: &[f64], data: &Dataset) -> Vec<f64> {
+    loss_and_grad(m, theta, &data.inputs(), &data.labels).unwrap().grad
+}
+
+/// Central differences of the gradient along `v`, one vector per ε.
+fn fd_hvp<M: Model>(m: &M, theta: &[f64], data: &Dataset, v: &[f64], eps: f64) -> Vec<f64> {
+    let shifted = |s: f64| -> Vec<f64> { theta.iter().zip(v).map(|(t, d)| t + s * d).collect() };
+    let gp = grad_at(m, &shifted(eps), data);
+    let gm = grad_at(m, &shifted(-eps), data);
+    gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * eps)).collect()
+}
+
+const EPSILONS: [f64; 4] = [1e-3, 1e-4, 1e-5, 1e-6];
+
+/// Best relative error of `hv` against finite differences over [`EPSILONS`].
+fn best_fd_err<M: Model>(m: &M, theta: &[f64], data: &Dataset, v: &[f64], hv: &[f64]) -> f64 {
+    EPSILONS.iter().map(|&e| rel_err(hv, &fd_hvp(m, theta, data, v, e))).fold(f64::INFINITY, f64::min)
+}
+
+fn check_hvp_vs_fd<M: Model>(name: &str, m: &M, data: &Dataset) {
+    let theta: Vec<f64> = m.init(1);
+    for seed in [10, 11] {
+        let v = random_vec(theta.len(), seed);
+        let op = HessianOperator::new(m, theta.clone(), data, 0, Curvature::Hessian).unwrap();
+        let hv = op.hvp(&v).unwrap();
+        let err = best_fd_err(m, &theta, data, &v, &hv);
+        eprintln!("{name}: H·v vs FD of the gradient, best relative error {err:.3e} (|Hv| = {:.3e})", norm(&hv));
+        assert!(err <= 1e-6, "{name}: H·v relative error {err:e}");
+    }
+}
+
+#[test]
+fn hvp_matches_finite_differences_cnn() {
+    check_hvp_vs_fd("cnn", &tiny_cnn(), &image_data(12, 3));
+}
+
+#[test]
+fn hvp_matches_finite_differences_mlp() {
+    check_hvp_vs_fd("mlp", &tiny_mlp(), &modadd_data(7));
+}
+
+fn check_symmetry<M: Model>(name: &str, m: &M, data: &Dataset, kind: Curvature) {
+    let theta: Vec<f64> = m.init(2);
+    let op = HessianOperator::new(m, theta.clone(), data, 5, kind).unwrap();
+    let u = random_vec(theta.len(), 20);
+    let v = random_vec(theta.len(), 21);
+    let (hu, hv) = (op.hvp(&u).unwrap(), op.hvp(&v).unwrap());
+    let (a, b) = (dot(&u, &hv), dot(&v, &hu));
+    let scale = norm(&u) * norm(&hv);
+    let err = (a - b).abs() / scale;
+    eprintln!("{name} {kind:?}: uᵀ(Av) = {a:.6e}, vᵀ(Au) = {b:.6e}, |diff|/(|u||Av|) = {err:.3e}");
+    assert!(err <= 1e-10, "{name} {kind:?}: asymmetry {err:e}");
+}
+
+#[test]
+fn hessian_and_ggn_are_symmetric() {
+    let (cnn, img) = (tiny_cnn(), image_data(12, 4));
+    let (mlp, tok) = (tiny_mlp(), modadd_data(7));
+    for kind in [Curvature::Hessian, Curvature::GaussNewton] {
+        check_symmetry("cnn", &cnn, &img, kind);
+        check_symmetry("mlp", &mlp, &tok, kind);
+    }
+}
+
+#[test]
+fn dense_hessian_matches_finite_differences() {
+    let m = tiny_mlp();
+    let data = modadd_data(7);
+    let theta: Vec<f64> = m.init(3);
+    let n = theta.len();
+    assert!(n <= 300, "{n} parameters");
+    let h = dense_hessian(&m, &theta, &data, 0, Curvature::Hessian).unwrap();
+    // Symmetry of the matrix built from n independent products.
+    let hmax = h.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+    let mut asym = 0.0f64;
+    for i in 0..n {
+        for j in 0..i {
+            asym = asym.max((h[i * n + j] - h[j * n + i]).abs());
+        }
+    }
+    // Column by column against central differences of the gradient
+    // (best ε per column).
+    let (mut diff2, mut norm2, mut worst) = (0.0, 0.0, 0.0f64);
+    for j in 0..n {
+        let col: Vec<f64> = (0..n).map(|i| h[i * n + j]).collect();
+        let mut e = vec![0.0; n];
+        e[j] = 1.0;
+        let (best, fd) = EPSILONS
+            .iter()
+            .map(|&eps| {
+                let fd = fd_hvp(&m, &theta, &data, &e, eps);
+                (rel_err(&col, &fd), fd)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        diff2 += col.iter().zip(&fd).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+        norm2 += dot(&fd, &fd);
+        if norm(&col) > 1e-8 * hmax {
+            worst = worst.max(best);
+        }
+    }
+    let frob = (diff2 / norm2).sqrt();
+    eprintln!(
+        "dense Hessian ({n}x{n}): max |H − Hᵀ|/max|H| = {:.3e}, Frobenius rel. error vs FD = {frob:.3e}, worst column {worst:.3e}",
+        asym / hmax
+    );
+    assert!(asym <= 1e-12 * hmax, "asymmetry {asym:e} (max {hmax:e})");
+    assert!(frob <= 1e-6, "Frobenius relative error {frob:e}");
+    assert!(worst <= 1e-5, "worst column relative error {worst:e}");
+}
+
+#[test]
+fn batching_does_not_change_results() {
+    let cnn = run_batches(&tiny_cnn(), &image_data(10, 5));
+    let mlp = run_batches(&tiny_mlp(), &modadd_data(7));
+    for (name, worst) in [("cnn", cnn), ("mlp", mlp)] {
+        eprintln!("{name}: batch sizes 1, 3, all (H·v, G·v, gradient, loss): worst relative difference {worst:.3e}");
+        assert!(worst <= 1e-12, "{name}: batching changed the result by {worst:e}");
+    }
+}
+
+/// H·v, G·v, the gradient and the loss at batch sizes 1, 3 and all; returns
+/// the worst relative difference to the full batch.
+fn run_batches<M: Model>(m: &M, data: &Dataset) -> f64 {
+    let theta: Vec<f64> = m.init(4);
+    let v = random_vec(theta.len(), 30);
+    let at = |bs: usize| {
+        let h = HessianOperator::new(m, theta.clone(), data, bs, Curvature::Hessian).unwrap();
+        let g = HessianOperator::new(m, theta.clone(), data, bs, Curvature::GaussNewton).unwrap();
+        let (loss, grad) = h.loss_grad().unwrap();
+        (h.hvp(&v).unwrap(), g.hvp(&v).unwrap(), grad, loss)
+    };
+    let full = at(0);
+    let mut worst = 0.0f64;
+    for bs in [1, 3] {
+        let r = at(bs);
+        worst = worst
+            .max(rel_err(&r.0, &full.0))
+            .max(rel_err(&r.1, &full.1))
+            .max(rel_err(&r.2, &full.2))
+            .max((r.3 - full.3).abs() / full.3);
+    }
+    // The full-batch operator agrees with the one-batch function too.
+    let one = curvature_vector(m, &theta, &data.inputs(), &data.labels, &v, Curvature::Hessian).unwrap();
+    worst.max(rel_err(&one, &full.0))
+}
+
+#[test]
+fn ggn_is_psd_and_matches_explicit_jacobians() {
+    let m = tiny_mlp();
+    let data = modadd_data(7).gather(&(0..12).map(|i| i * 4).collect::<Vec<_>>());
+    let theta: Vec<f64> = m.init(5);
+    let n = theta.len();
+    let g = HessianOperator::new(&m, theta.clone(), &data, 5, Curvature::GaussNewton).unwrap();
+    // PSD on random vectors.
+    let mut min_ratio = f64::INFINITY;
+    for seed in 0..8 {
+        let v = random_vec(n, 40 + seed);
+        let q = dot(&v, &g.hvp(&v).unwrap());
+        min_ratio = min_ratio.min(q / dot(&v, &v));
+        assert!(q >= -1e-12, "vᵀGv = {q:e}");
+    }
+    eprintln!("ggn: min vᵀGv/vᵀv over 8 random v = {min_ratio:.3e}");
+    // Explicit Jᵀ H_CE J v / N from central-difference Jacobians of the logits.
+    let k = m.classes();
+    let ns = data.len();
+    let eps = 1e-5;
+    let logits = |t: &[f64]| evaluate_logits(&m, t, &data.inputs()).unwrap();
+    let z0 = logits(&theta);
+    let mut jac = vec![0.0; ns * k * n]; // [(sample, class), param]
+    for j in 0..n {
+        let mut tp = theta.clone();
+        tp[j] += eps;
+        let mut tm = theta.clone();
+        tm[j] -= eps;
+        let (zp, zm) = (logits(&tp), logits(&tm));
+        for r in 0..ns * k {
+            jac[r * n + j] = (zp[r] - zm[r]) / (2.0 * eps);
+        }
+    }
+    let v = random_vec(n, 50);
+    let jv: Vec<f64> = (0..ns * k).map(|r| dot(&jac[r * n..(r + 1) * n], &v)).collect();
+    let mut u = vec![0.0; ns * k];
+    for s in 0..ns {
+        let row = &z0[s * k..(s + 1) * k];
+        let mx = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let e: Vec<f64> = row.iter().map(|z| (z - mx).exp()).collect();
+        let tot: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|x| x / tot).collect();
+        let pj = dot(&p, &jv[s * k..(s + 1) * k]);
+        for c in 0..k {
+            u[s * k + c] = p[c] * (jv[s * k + c] - pj);
+        }
+    }
+    let explicit: Vec<f64> =
+        (0..n).map(|j| (0..ns * k).map(|r| jac[r * n + j] * u[r]).sum::<f64>() / ns as f64).collect();
+    let gv = g.hvp(&v).unwrap();
+    let err = rel_err(&gv, &explicit);
+    eprintln!("ggn: G·v vs explicit Jᵀ H_CE J v / N (FD Jacobians), relative error {err:.3e}");
+    assert!(err <= 1e-6, "GGN relative error {err:e}");
+    // H − G = (1/N) Σ (s − y)·∇²z is not zero for this ReLU net, but both
+    // agree in the output layer's bias block (z is linear there, with a
+    // θ-independent Jacobian), which exercises the difference's structure.
+    let h = HessianOperator::new(&m, theta.clone(), &data, 0, Curvature::Hessian).unwrap();
+    let b2 = m.layout().find("fc2.bias").unwrap().range();
+    let mut e = vec![0.0; n];
+    e[b2.start] = 1.0;
+    let (he, ge) = (h.hvp(&e).unwrap(), g.hvp(&e).unwrap());
+    let err_b = rel_err(&he, &ge);
+    eprintln!("ggn: H·e = G·e for the output-bias direction, relative difference {err_b:.3e}");
+    assert!(err_b <= 1e-12, "H e_b vs G e_b: {err_b:e}");
+}
+
+#[test]
+fn f32_agrees_with_f64() {
+    let m = tiny_cnn();
+    let data = image_data(16, 6);
+    let theta: Vec<f64> = m.init(6);
+    let v = random_vec(theta.len(), 60);
+    let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
+    let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    for kind in [Curvature::Hessian, Curvature::GaussNewton] {
+        let h64 = HessianOperator::new(&m, theta.clone(), &data, 7, kind).unwrap().hvp(&v).unwrap();
+        let h32 = HessianOperator::new(&m, t32.clone(), &data, 7, kind).unwrap().hvp(&v32).unwrap();
+        let h32: Vec<f64> = h32.into_iter().map(|x| x as f64).collect();
+        let err = rel_err(&h32, &h64);
+        eprintln!("f32 vs f64 {kind:?}: relative difference {err:.3e}");
+        assert!(err <= 1e-4, "{kind:?}: f32 vs f64 {err:e}");
+    }
+    let (l64, g64) = HessianOperator::new(&m, theta.clone(), &data, 7, Curvature::Hessian).unwrap().loss_grad().unwrap();
+    let (l32, g32) = HessianOperator::new(&m, t32, &data, 7, Curvature::Hessian).unwrap().loss_grad().unwrap();
+    let g32: Vec<f64> = g32.into_iter().map(|x| x as f64).collect();
+    let err = rel_err(&g32, &g64);
+    eprintln!("f32 vs f64 gradient: relative difference {err:.3e}, loss {l32} vs {l64}");
+    assert!(err <= 1e-4 && (l32 - l64).abs() <= 1e-5 * l64);
+}
+
+#[test]
+fn linear_operator_apply_counts_and_is_deterministic() {
+    let m = tiny_mlp();
+    let data = modadd_data(7);
+    let theta: Vec<f64> = m.init(7);
+    let op = HessianOperator::new(&m, theta.clone(), &data, 8, Curvature::Hessian).unwrap();
+    assert_eq!(LinearOperator::dim(&op), theta.len());
+    let v = random_vec(theta.len(), 70);
+    let mut y = vec![0.0; theta.len()];
+    op.apply(&v, &mut y);
+    let hv = op.hvp(&v).unwrap();
+    assert_eq!(y, hv, "apply and hvp differ / not deterministic");
+    assert_eq!(op.matvecs(), 2);
+    op.reset_matvecs();
+    assert_eq!(op.matvecs(), 0);
+    // An f32 operator is an f64 LinearOperator too.
+    let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
+    let op32 = HessianOperator::new(&m, t32, &data, 8, Curvature::Hessian).unwrap();
+    let mut y32 = vec![0.0; theta.len()];
+    op32.apply(&v, &mut y32);
+    assert!(rel_err(&y32, &hv) < 1e-4);
+}
+
+#[test]
+fn errors_are_typed() {
+    let m = tiny_mlp();
+    let data = modadd_data(7);
+    let theta: Vec<f64> = m.init(8);
+    let n = theta.len();
+    let op = HessianOperator::new(&m, theta.clone(), &data, 0, Curvature::Hessian).unwrap();
+    assert_eq!(op.hvp(&vec![0.0; n + 1]), Err(HvpError::DirectionLength { expected: n, got: n + 1 }));
+    assert_eq!(op.hvp(&[]), Err(HvpError::DirectionLength { expected: n, got: 0 }));
+    assert_eq!(
+        HessianOperator::new(&m, vec![0.0; n - 1], &data, 0, Curvature::Hessian).unwrap_err(),
+        HvpError::Model(ModelError::ThetaLength { expected: n, got: n - 1 })
+    );
+    let empty = Dataset { inputs: DataInputs::Tokens { a: vec![], b: vec![] }, labels: vec![] };
+    assert_eq!(HessianOperator::new(&m, theta.clone(), &empty, 0, Curvature::Hessian).unwrap_err(), HvpError::EmptyDataset);
+    let images = image_data(2, 0);
+    assert!(matches!(
+        HessianOperator::new(&m, theta.clone(), &images, 0, Curvature::Hessian),
+        Err(HvpError::Model(ModelError::Inputs(_)))
+    ));
+    let mut bad = data.clone();
+    bad.labels[3] = 7;
+    assert_eq!(
+        HessianOperator::new(&m, theta.clone(), &bad, 0, Curvature::Hessian).unwrap_err(),
+        HvpError::Model(ModelError::LabelRange { label: 7, classes: 7 })
+    );
+    let mut short = data.clone();
+    short.labels.pop();
+    assert!(matches!(
+        HessianOperator::new(&m, theta.clone(), &short, 0, Curvature::Hessian),
+        Err(HvpError::Model(ModelError::LabelCount { .. }))
+    ));
+    // One-batch function.
+    let inp = Inputs::Tokens { a: &[1, 2], b: &[3, 9] };
+    assert!(matches!(
+        curvature_vector(&m, &theta, &inp, &[0, 1], &theta, Curvature::Hessian),
+        Err(HvpError::Model(ModelError::Inputs(_)))
+    ));
+    let inp = Inputs::Tokens { a: &[1, 2], b: &[3, 4] };
+    assert_eq!(
+        curvature_vector(&m, &theta, &inp, &[0, 1], &theta[1..], Curvature::GaussNewton),
+        Err(HvpError::DirectionLength { expected: n, got: n - 1 })
+    );
+    // Dense matrix too large.
+    let big = Cnn::new(&CnnConfig::default()).unwrap();
+    let tb: Vec<f32> = big.init(0);
+    assert_eq!(
+        dense_hessian(&big, &tb, &image_data(1, 0), 0, Curvature::Hessian),
+        Err(HvpError::TooLarge { n: 29_018, max: gensplit_hvp::DENSE_MAX_PARAMS })
+    );
+    // Messages name the numbers.
+    let msg = HvpError::DirectionLength { expected: 5, got: 3 }.to_string();
+    assert!(msg.contains('5') && msg.contains('3'), "{msg}");
+}
