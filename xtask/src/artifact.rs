@@ -117,15 +117,32 @@ impl Store {
         };
         decode(&bytes, key, &path).map(Some)
     }
-    /// Writes an artifact atomically (temp file + rename); returns its path.
-    pub fn save<T: Serialize>(&self, stage: &str, key: &Key, value: &T) -> Result<PathBuf> {
+    /// Writes an artifact atomically (temp file + rename) and, beside it, a
+    /// `.meta.json` sidecar with the seconds it took to compute (kept out of
+    /// the artifact so that artifacts are bit-identical); returns its path.
+    pub fn save<T: Serialize>(&self, stage: &str, key: &Key, value: &T, seconds: f64) -> Result<PathBuf> {
         let path = self.path(stage, key);
-        let bytes = encode(key, value)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        write_atomic(&path, &encode(key, value)?)?;
+        let meta = serde_json::json!({ "stage": stage, "key": key.hex(), "compute_seconds": seconds });
+        write_atomic(
+            &path.with_extension("meta.json"),
+            serde_json::to_string_pretty(&meta)?.as_bytes(),
+        )?;
         Ok(path)
     }
+    /// Seconds recorded in the sidecar when the artifact was computed.
+    pub fn compute_seconds(&self, stage: &str, key: &Key) -> Option<f64> {
+        let text = std::fs::read_to_string(self.path(stage, key).with_extension("meta.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["compute_seconds"].as_f64()
+    }
+}
+
+/// Writes `bytes` to a temporary file in the same directory, then renames.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
 }
 
 /// Serializes `value` into the container format.
@@ -189,7 +206,8 @@ mod tests {
         let key = Key::of("demo", 1, &vec![1u32, 2], &[]).unwrap();
         let value = vec![1.5f32, -2.0, 3.25];
         assert!(store.load::<Vec<f32>>("demo", &key).unwrap().is_none());
-        let path = store.save("demo", &key, &value).unwrap();
+        let path = store.save("demo", &key, &value, 1.5).unwrap();
+        assert_eq!(store.compute_seconds("demo", &key), Some(1.5));
         assert_eq!(store.load::<Vec<f32>>("demo", &key).unwrap(), Some(value.clone()));
         let good = std::fs::read(&path).unwrap();
         // flip one payload byte -> checksum error

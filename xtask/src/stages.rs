@@ -35,6 +35,10 @@ pub struct StageRun {
     pub cached: bool,
     /// Wall seconds spent in this run.
     pub seconds: f64,
+    /// Seconds the stage took when it was computed (from the artifact's
+    /// sidecar `.meta.json`; timings are kept out of the artifact itself so
+    /// that artifacts stay bit-identical).
+    pub compute_seconds: Option<f64>,
 }
 
 /// Run-wide state: the store, flags and the record of stage runs.
@@ -63,11 +67,13 @@ impl Ctx {
             match self.store.load::<T>(stage, &key) {
                 Ok(Some(v)) => {
                     tracing::info!(stage, key = &key.hex()[..16], "cache hit");
+                    let compute_seconds = self.store.compute_seconds(stage, &key);
                     self.runs.push(StageRun {
                         stage: stage.into(),
                         key: key.hex(),
                         cached: true,
                         seconds: t0.elapsed().as_secs_f64(),
+                        compute_seconds,
                     });
                     return Ok((key, v));
                 }
@@ -77,14 +83,15 @@ impl Ctx {
         }
         tracing::info!(stage, key = &key.hex()[..16], "computing");
         let value = compute().with_context(|| format!("stage `{stage}`"))?;
-        let path = self.store.save(stage, &key, &value)?;
         let seconds = t0.elapsed().as_secs_f64();
+        let path = self.store.save(stage, &key, &value, seconds)?;
         tracing::info!(stage, seconds = format!("{seconds:.1}"), path = %path.display(), "done");
         self.runs.push(StageRun {
             stage: stage.into(),
             key: key.hex(),
             cached: false,
             seconds,
+            compute_seconds: Some(seconds),
         });
         Ok((key, value))
     }
@@ -207,8 +214,6 @@ pub struct Trained {
     pub evals: Vec<(String, Eval)>,
     /// Steps at which each phase ended.
     pub phase_ends: Vec<usize>,
-    /// Seconds spent training.
-    pub seconds: f64,
 }
 
 impl Trained {
@@ -231,7 +236,6 @@ fn bar(steps: usize, label: &str) -> ProgressBar {
 
 /// Trains a CNN recipe on the in-memory images.
 pub fn train_cnn(name: &str, recipe: &CnnRecipe, data: &DataConfig, images: &Images) -> Result<Trained> {
-    let t0 = Instant::now();
     let cnn = Cnn::new(&recipe.model)?;
     let mut theta: Vec<f32> = cnn.init(recipe.init_seed);
     let curve_n = data.curve_eval_size;
@@ -299,7 +303,6 @@ pub fn train_cnn(name: &str, recipe: &CnnRecipe, data: &DataConfig, images: &Ima
         log,
         evals: out,
         phase_ends,
-        seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
@@ -320,7 +323,6 @@ pub struct ModAddResult {
 
 /// Trains the modular MLP and analyses its embedding.
 pub fn train_modadd(recipe: &ModAddRecipe) -> Result<ModAddResult> {
-    let t0 = Instant::now();
     let data = gensplit_data::modular::generate(&recipe.data)?;
     anyhow::ensure!(
         recipe.model.p == data.p as usize,
@@ -368,7 +370,6 @@ pub fn train_modadd(recipe: &ModAddRecipe) -> Result<ModAddResult> {
         log,
         evals,
         phase_ends: vec![recipe.train.steps],
-        seconds: t0.elapsed().as_secs_f64(),
     };
     Ok(ModAddResult {
         trained,
@@ -403,6 +404,9 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     let (data_key, data) = ctx.stage("data", version::DATA, &(&cfg.data, &fp), &[], || Ok(summary))?;
     if let Some(r) = ctx.runs.last_mut() {
         r.seconds += build_s;
+        if !r.cached {
+            r.compute_seconds = Some(r.seconds);
+        }
     }
     let (_, cnn_mixed_only) = ctx.stage(
         "train_cnn_mixed_only",

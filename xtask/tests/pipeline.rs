@@ -21,8 +21,9 @@ fn mnist() -> DigitSource {
 fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("artifacts"))
         .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
         .map(|e| {
-            let e = e.unwrap();
             (
                 e.file_name().to_string_lossy().into_owned(),
                 std::fs::read(e.path()).unwrap(),
