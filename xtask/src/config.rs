@@ -4,7 +4,7 @@
 
 use gensplit_data::modular::ModAddConfig;
 use gensplit_data::patterns::PatternConfig;
-use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, TrainConfig};
+use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, Schedule, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// Which images a training phase uses.
@@ -93,6 +93,7 @@ fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_ev
                 lr,
                 ..Default::default()
             },
+            schedule: Schedule::Cosine,
             seed,
             eval_every,
             checkpoint_every: 0,
@@ -120,7 +121,7 @@ impl ReproConfig {
                 model: CnnConfig::default(),
                 init_seed: 2,
                 phases: vec![
-                    phase(TrainSet::DigitsAndPatterns, 1500, 128, 2e-3, 21, 100),
+                    phase(TrainSet::DigitsAndPatterns, 2500, 128, 2e-3, 21, 100),
                     phase(TrainSet::Mixed, 500, 128, 5e-4, 22, 100),
                 ],
             },
@@ -142,6 +143,7 @@ impl ReproConfig {
                         eps: 1e-8,
                         weight_decay: 1.0,
                     },
+                    schedule: Schedule::Constant,
                     seed: 5,
                     eval_every: 250,
                     checkpoint_every: 1000,

@@ -42,7 +42,8 @@ pub use mlp::{ModMlp, ModMlpConfig};
 pub use model::{AnyModel, Inputs, Model, ModelError};
 pub use ops::{evaluate_logits, loss_and_grad, LossGrad, Ops, Primal};
 pub use train::{
-    evaluate, train, AdamW, AdamWConfig, CurvePoint, DataInputs, Dataset, Eval, Progress, TrainConfig, TrainLog,
+    evaluate, train, AdamW, AdamWConfig, CurvePoint, DataInputs, Dataset, Eval, Progress, Schedule, TrainConfig,
+    TrainLog,
 };
 
 use dfdx::prelude::*;

@@ -4,7 +4,8 @@
 //! AdamW (Loshchilov & Hutter), per coordinate, step t ≥ 1:
 //! `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 //! `θ ← θ − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε) − lr·λ·θ`.
-//! With λ = 0 this is Adam. Shuffling uses a ChaCha8 stream seeded by
+//! With λ = 0 this is Adam. With [`Schedule::Cosine`] the learning rate of
+//! step t of T is `lr · ½(1 + cos(π (t−1)/T))`. Shuffling uses a ChaCha8 stream seeded by
 //! `(seed, epoch)`, so a run is bit-reproducible.
 
 use crate::model::{Inputs, Model, ModelError};
@@ -164,8 +165,13 @@ impl AdamW {
     }
     /// One update of `theta` with gradient `grad`.
     pub fn step<E: Float>(&mut self, theta: &mut [E], grad: &[E]) {
+        self.step_scaled(theta, grad, 1.0)
+    }
+    /// One update with the learning rate multiplied by `scale` (schedules).
+    pub fn step_scaled<E: Float>(&mut self, theta: &mut [E], grad: &[E], scale: f64) {
         self.t += 1;
-        let c = &self.cfg;
+        let mut c = self.cfg.clone();
+        c.lr *= scale;
         let bc1 = 1.0 - c.beta1.powi(self.t as i32);
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
         for i in 0..theta.len() {
@@ -215,6 +221,26 @@ where
     })
 }
 
+/// Learning-rate schedule over a phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// Constant learning rate.
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to 0 over the phase.
+    Cosine,
+}
+
+impl Schedule {
+    /// Multiplier of the learning rate at step `t` (1-based) of `total`.
+    pub fn factor(self, t: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * (t - 1) as f64 / total.max(1) as f64).cos()),
+        }
+    }
+}
+
 /// One phase of training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -224,6 +250,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Optimizer settings.
     pub optim: AdamWConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
     /// Seed of the shuffling stream.
     pub seed: u64,
     /// Evaluate (and log a curve point) every this many steps (and at the end).
@@ -313,7 +341,7 @@ pub fn train<M: Model + ?Sized>(
             pos += bs;
             loss_and_grad(model, theta, &batch.inputs(), &batch.labels)?
         };
-        opt.step(theta, &g.grad);
+        opt.step_scaled(theta, &g.grad, cfg.schedule.factor(step, cfg.steps));
         acc_loss += g.loss;
         acc_n += 1;
         progress(Progress::Step {
