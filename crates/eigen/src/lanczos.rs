@@ -309,6 +309,14 @@ pub fn lanczos<A: LinearOperator + ?Sized>(
             s
         }
     };
+    let mut start = start;
+    op.constrain(&mut start);
+    let ns = norm(&start);
+    if !(ns > 1e-8) {
+        // The start vector lies (numerically) outside the operator's domain.
+        return Err(LanczosError::InvalidStart { n });
+    }
+    scale(1.0 / ns, &mut start);
     let mut solver = Solver::new(op, n, k, m_max, params, start);
     solver.run(&mut rng, observer)
 }
@@ -431,6 +439,9 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                 cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut r, None);
                 cgs_pass(&self.v, n, j + 1, &mut r, Some(&mut h));
             }
+            // Keep rounding noise from leaking out of the operator's domain
+            // (a no-op for ordinary operators).
+            self.op.constrain(&mut r);
             self.set_t(j, j, h[j]);
             self.m = j + 1;
             let m = self.m;
@@ -635,7 +646,11 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
         let n = self.n;
         for _ in 0..3 {
             let mut z = random_vector(rng, n);
+            self.op.constrain(&mut z);
             let nz = norm(&z);
+            if !(nz > 0.0) {
+                continue;
+            }
             scale(1.0 / nz, &mut z);
             for _ in 0..2 {
                 cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut z, None);

@@ -19,6 +19,17 @@ pub trait LinearOperator {
     fn dim(&self) -> usize;
     /// `y = A x`. `x.len() == y.len() == dim()`.
     fn apply(&self, x: &[f64], y: &mut [f64]);
+    /// Maps `x` (in place) into the subspace the operator acts on.
+    ///
+    /// Operators that are defined on a subspace only, like [`Projected`]
+    /// (which acts on `span(Q)^⊥`), override this with the orthogonal
+    /// projector onto it. The solvers apply it to their start and restart
+    /// vectors, so Krylov spaces and eigenvectors stay in the subspace (the
+    /// artificial zero eigenvalues on `span(Q)` are never returned). The
+    /// default is the identity.
+    fn constrain(&self, x: &mut [f64]) {
+        let _ = x;
+    }
 }
 
 impl<T: LinearOperator + ?Sized> LinearOperator for &T {
@@ -27,6 +38,9 @@ impl<T: LinearOperator + ?Sized> LinearOperator for &T {
     }
     fn apply(&self, x: &[f64], y: &mut [f64]) {
         (**self).apply(x, y)
+    }
+    fn constrain(&self, x: &mut [f64]) {
+        (**self).constrain(x)
     }
 }
 
@@ -37,6 +51,9 @@ impl<T: LinearOperator + ?Sized> LinearOperator for &mut T {
     fn apply(&self, x: &[f64], y: &mut [f64]) {
         (**self).apply(x, y)
     }
+    fn constrain(&self, x: &mut [f64]) {
+        (**self).constrain(x)
+    }
 }
 
 impl<T: LinearOperator + ?Sized> LinearOperator for Box<T> {
@@ -45,6 +62,9 @@ impl<T: LinearOperator + ?Sized> LinearOperator for Box<T> {
     }
     fn apply(&self, x: &[f64], y: &mut [f64]) {
         (**self).apply(x, y)
+    }
+    fn constrain(&self, x: &mut [f64]) {
+        (**self).constrain(x)
     }
 }
 
@@ -229,9 +249,11 @@ pub fn orthonormalize(vectors: &[Vec<f64>], n: usize, rel_tol: f64) -> Result<(V
 /// [`Projected::new`] (they are orthonormalized on construction; numerically
 /// dependent vectors are dropped, see [`Projected::rank`]). `P A P` is
 /// symmetric, has `span(Q)` in its null space and agrees with `A` on the
-/// orthogonal complement, so its eigenpairs with nonzero eigenvalue are the
-/// eigenpairs of `A` restricted to `span(Q)^⊥` (what "steering" needs:
-/// `P⊥ H P⊥`).
+/// orthogonal complement: restricted to `span(Q)^⊥` it is the compression of
+/// `A` onto that subspace (what "steering" needs: `P⊥ H P⊥`). Through
+/// [`LinearOperator::constrain`] the solvers work inside `span(Q)^⊥` only, so
+/// they return eigenpairs of the compression and never vectors with a
+/// component in `span(Q)`.
 #[derive(Debug, Clone)]
 pub struct Projected<A> {
     op: A,
@@ -299,6 +321,10 @@ impl<A: LinearOperator> LinearOperator for Projected<A> {
         self.op.apply(&t, y);
         self.project(y);
     }
+    fn constrain(&self, x: &mut [f64]) {
+        self.op.constrain(x);
+        self.project(x);
+    }
 }
 
 /// The shifted operator `A - sigma I`.
@@ -318,6 +344,9 @@ impl<A: LinearOperator> LinearOperator for Shifted<A> {
         self.op.apply(x, y);
         axpy(-self.sigma, x, y);
     }
+    fn constrain(&self, x: &mut [f64]) {
+        self.op.constrain(x)
+    }
 }
 
 /// The scaled operator `alpha A`.
@@ -336,6 +365,9 @@ impl<A: LinearOperator> LinearOperator for Scaled<A> {
     fn apply(&self, x: &[f64], y: &mut [f64]) {
         self.op.apply(x, y);
         scale(self.alpha, y);
+    }
+    fn constrain(&self, x: &mut [f64]) {
+        self.op.constrain(x)
     }
 }
 

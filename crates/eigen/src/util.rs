@@ -78,3 +78,9 @@ pub(crate) fn combine(q: &[f64], n: usize, m: usize, y: &[f64], ldy: usize, p: u
     faer::linalg::matmul::matmul(om, faer::Accum::Replace, qm, ym, 1.0, faer::Par::Seq);
     out
 }
+
+/// A Rademacher vector (entries ±1 with equal probability).
+pub(crate) fn rademacher(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f64> {
+    use rand::Rng;
+    (0..n).map(|_| if rng.gen::<bool>() { 1.0 } else { -1.0 }).collect()
+}
