@@ -2,6 +2,9 @@
 //! (29,018 parameters) at batch 256 and 1024, f32 and f64, on random images
 //! in [0, 1] with random labels (DESIGN-NOTES §5 has JAX's numbers).
 
+// `criterion_group!` generates an undocumented function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gensplit_hvp::{curvature_vector, Curvature};
 use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Dev, Float, Inputs, Model};

@@ -32,14 +32,26 @@ pub(crate) fn check_batch<M: Model + ?Sized, E>(
     labels: &[u32],
 ) -> Result<usize, HvpError> {
     if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength { expected: model.layout().len(), got: theta.len() }.into());
+        return Err(ModelError::ThetaLength {
+            expected: model.layout().len(),
+            got: theta.len(),
+        }
+        .into());
     }
     let n = model.check_inputs(inputs)?;
     if labels.len() != n {
-        return Err(ModelError::LabelCount { inputs: n, labels: labels.len() }.into());
+        return Err(ModelError::LabelCount {
+            inputs: n,
+            labels: labels.len(),
+        }
+        .into());
     }
     if let Some(&l) = labels.iter().find(|&&l| l as usize >= model.classes()) {
-        return Err(ModelError::LabelRange { label: l, classes: model.classes() }.into());
+        return Err(ModelError::LabelRange {
+            label: l,
+            classes: model.classes(),
+        }
+        .into());
     }
     Ok(n)
 }
@@ -86,7 +98,9 @@ where
         Curvature::Hessian => {
             let mut ops: Dual<E, Taped<E>> = Dual::new(model.layout(), th.clone(), v);
             let out = model.forward(&mut ops, inputs);
-            let Some(zdot) = out.tangent else { return vec![E::zero(); theta.len()] };
+            let Some(zdot) = out.tangent else {
+                return vec![E::zero(); theta.len()];
+            };
             let y = one_hot::<E>(&dev, labels, classes);
             let s = out.primal.softmax::<Axis<1>>();
             let ldot = ((s - y) * zdot).sum::<(), _>() * scale_e;
@@ -95,7 +109,9 @@ where
         Curvature::GaussNewton => {
             let mut ops: Dual<E, NoneTape> = Dual::new(model.layout(), th.clone(), v);
             let out = model.forward(&mut ops, inputs);
-            let Some(zdot) = out.tangent else { return vec![E::zero(); theta.len()] };
+            let Some(zdot) = out.tangent else {
+                return vec![E::zero(); theta.len()];
+            };
             let zd = zdot.as_vec();
             let s = softmax_rows(&out.primal.as_vec(), classes);
             let mut u = Vec::with_capacity(n * classes);
@@ -137,7 +153,18 @@ where
 {
     let n = check_batch(model, theta, inputs, labels)?;
     if v.len() != theta.len() {
-        return Err(HvpError::DirectionLength { expected: theta.len(), got: v.len() });
+        return Err(HvpError::DirectionLength {
+            expected: theta.len(),
+            got: v.len(),
+        });
     }
-    Ok(curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64))
+    Ok(curvature_vector_scaled(
+        model,
+        theta,
+        inputs,
+        labels,
+        v,
+        kind,
+        1.0 / n as f64,
+    ))
 }

@@ -33,10 +33,10 @@
 //! (`retaped`), so the gradients of both uses accumulate on the same id and
 //! the tapes merge where the branches join.
 
-use gensplit_models::conv::{conv2d, ConvGeom};
-use gensplit_models::{BlockId, Dev, Float, Ops, ParamLayout, Taped, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
+use gensplit_models::conv::{conv2d, ConvGeom};
+use gensplit_models::{BlockId, Dev, Float, Ops, ParamLayout, Taped, T1, T2};
 
 /// A (primal, tangent) activation `[batch, features]`.
 pub struct DualAct<E: Float, TT> {
@@ -72,7 +72,13 @@ where
         assert_eq!(theta.shape().0, layout.len(), "theta length");
         assert_eq!(v.len(), layout.len(), "direction length");
         let dev = theta.device().clone();
-        Self { dev, layout, theta, v, _tt: Default::default() }
+        Self {
+            dev,
+            layout,
+            theta,
+            v,
+            _tt: Default::default(),
+        }
     }
 
     /// The flat θ tensor (its gradient is `grads.get(dual.theta())`).
@@ -83,7 +89,11 @@ where
     /// Block `id` of θ, taped back to θ. Call once per block per use site.
     fn block(&self, id: BlockId) -> T1<E, Taped<E>> {
         let b = self.layout.block(id);
-        self.theta.clone().put_tape(Taped::<E>::default()).slice((b.range(),)).reshape_like(&(b.len(),))
+        self.theta
+            .clone()
+            .put_tape(Taped::<E>::default())
+            .slice((b.range(),))
+            .reshape_like(&(b.len(),))
     }
 
     /// Block `id` of θ as a matrix `[shape[0], rest]`.
@@ -107,7 +117,8 @@ where
     }
 
     fn indices(&self, t: &[u32]) -> Tensor<(usize,), usize, Dev> {
-        self.dev.tensor_from_vec(t.iter().map(|&t| t as usize).collect(), (t.len(),))
+        self.dev
+            .tensor_from_vec(t.iter().map(|&t| t as usize).collect(), (t.len(),))
     }
 }
 
@@ -121,7 +132,13 @@ where
     fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
         let n = pixels.len() / features;
         let x: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
-        DualAct { primal: self.dev.tensor_from_vec(x, (n, features)).put_tape(Taped::<E>::default()), tangent: None }
+        DualAct {
+            primal: self
+                .dev
+                .tensor_from_vec(x, (n, features))
+                .put_tape(Taped::<E>::default()),
+            tangent: None,
+        }
     }
 
     fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
@@ -135,7 +152,10 @@ where
         let va: T2<E> = vt.clone().gather(self.indices(a));
         let vb: T2<E> = vt.gather(self.indices(b));
         let tangent = (va, vb).concat_along(Axis::<1>).put_tape(TT::default());
-        DualAct { primal, tangent: Some(tangent) }
+        DualAct {
+            primal,
+            tangent: Some(tangent),
+        }
     }
 
     fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act {
@@ -153,7 +173,10 @@ where
         }
         let bias = self.block(b).broadcast_like::<_, Axis<0>>(&(n, out));
         let primal = x.primal.matmul(wt) + bias;
-        DualAct { primal, tangent: Some(tangent) }
+        DualAct {
+            primal,
+            tangent: Some(tangent),
+        }
     }
 
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
@@ -167,16 +190,26 @@ where
             tangent = conv2d(xd, w_t, zero, geom) + tangent;
         }
         let primal = conv2d(x.primal, wb, self.block(b), geom);
-        DualAct { primal, tangent: Some(tangent) }
+        DualAct {
+            primal,
+            tangent: Some(tangent),
+        }
     }
 
     fn relu(&mut self, x: Self::Act) -> Self::Act {
         let tangent = x.tangent.map(|t| {
-            let mask: Vec<E> =
-                x.primal.as_vec().into_iter().map(|z| if z > E::zero() { E::one() } else { E::zero() }).collect();
+            let mask: Vec<E> = x
+                .primal
+                .as_vec()
+                .into_iter()
+                .map(|z| if z > E::zero() { E::one() } else { E::zero() })
+                .collect();
             let mask = self.dev.tensor_from_vec(mask, *x.primal.shape());
             t * mask
         });
-        DualAct { primal: x.primal.relu(), tangent }
+        DualAct {
+            primal: x.primal.relu(),
+            tangent,
+        }
     }
 }

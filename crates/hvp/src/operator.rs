@@ -55,8 +55,19 @@ where
         }
         check_batch(model, &theta, &data.inputs(), &data.labels)?;
         let n = data.len();
-        let batch_size = if batch_size == 0 || batch_size > n { n } else { batch_size };
-        Ok(Self { model, theta, data, batch_size, kind, matvecs: AtomicUsize::new(0) })
+        let batch_size = if batch_size == 0 || batch_size > n {
+            n
+        } else {
+            batch_size
+        };
+        Ok(Self {
+            model,
+            theta,
+            data,
+            batch_size,
+            kind,
+            matvecs: AtomicUsize::new(0),
+        })
     }
 
     /// Number of parameters n (the operator is n × n).
@@ -96,13 +107,18 @@ where
     /// Batch boundaries `(lo, hi)`.
     fn batches(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let n = self.data.len();
-        (0..n).step_by(self.batch_size).map(move |lo| (lo, (lo + self.batch_size).min(n)))
+        (0..n)
+            .step_by(self.batch_size)
+            .map(move |lo| (lo, (lo + self.batch_size).min(n)))
     }
 
     /// `H v` (or `G v`) of the mean loss over the dataset, in f64.
     fn product_f64(&self, v: &[E]) -> Result<Vec<f64>, HvpError> {
         if v.len() != self.dim() {
-            return Err(HvpError::DirectionLength { expected: self.dim(), got: v.len() });
+            return Err(HvpError::DirectionLength {
+                expected: self.dim(),
+                got: v.len(),
+            });
         }
         let scale = 1.0 / self.data.len() as f64;
         let mut acc = vec![0.0f64; self.dim()];
@@ -144,7 +160,10 @@ where
     pub fn dense(&self) -> Result<Vec<f64>, HvpError> {
         let n = self.dim();
         if n > DENSE_MAX_PARAMS {
-            return Err(HvpError::TooLarge { n, max: DENSE_MAX_PARAMS });
+            return Err(HvpError::TooLarge {
+                n,
+                max: DENSE_MAX_PARAMS,
+            });
         }
         let mut a = vec![0.0; n * n];
         let mut e = vec![E::zero(); n];
@@ -174,8 +193,16 @@ where
     /// When `x` or `y` does not have length [`Self::dim`] (the trait's
     /// contract; use [`HessianOperator::hvp`] for a checked product).
     fn apply(&self, x: &[f64], y: &mut [f64]) {
-        assert_eq!(x.len(), self.theta.len(), "HessianOperator::apply: x has the wrong length");
-        assert_eq!(y.len(), self.theta.len(), "HessianOperator::apply: y has the wrong length");
+        assert_eq!(
+            x.len(),
+            self.theta.len(),
+            "HessianOperator::apply: x has the wrong length"
+        );
+        assert_eq!(
+            y.len(),
+            self.theta.len(),
+            "HessianOperator::apply: y has the wrong length"
+        );
         let v: Vec<E> = x.iter().map(|&a| E::of(a)).collect();
         let r = self.product_f64(&v).expect("length checked above");
         y.copy_from_slice(&r);

@@ -11,24 +11,40 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn tiny_cnn() -> Cnn {
-    Cnn::new(&CnnConfig { channels: [2, 3, 2], hidden: 5, classes: 10 }).unwrap()
+    Cnn::new(&CnnConfig {
+        channels: [2, 3, 2],
+        hidden: 5,
+        classes: 10,
+    })
+    .unwrap()
 }
 
 fn tiny_mlp() -> ModMlp {
-    ModMlp::new(&ModMlpConfig { p: 7, embed: 3, hidden: 6 }).unwrap()
+    ModMlp::new(&ModMlpConfig {
+        p: 7,
+        embed: 3,
+        hidden: 6,
+    })
+    .unwrap()
 }
 
 fn image_data(n: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let pixels = (0..n * 784).map(|_| rng.gen::<f32>()).collect();
     let labels = (0..n).map(|_| rng.gen_range(0..10)).collect();
-    Dataset { inputs: DataInputs::Images(pixels), labels }
+    Dataset {
+        inputs: DataInputs::Images(pixels),
+        labels,
+    }
 }
 
 fn modadd_data(p: u32) -> Dataset {
     let (a, b): (Vec<u32>, Vec<u32>) = (0..p * p).map(|i| (i / p, i % p)).unzip();
     let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % p).collect();
-    Dataset { inputs: DataInputs::Tokens { a, b }, labels }
+    Dataset {
+        inputs: DataInputs::Tokens { a, b },
+        labels,
+    }
 }
 
 fn random_vec(n: usize, seed: u64) -> Vec<f64> {
@@ -65,7 +81,10 @@ const EPSILONS: [f64; 4] = [1e-3, 1e-4, 1e-5, 1e-6];
 
 /// Best relative error of `hv` against finite differences over [`EPSILONS`].
 fn best_fd_err<M: Model>(m: &M, theta: &[f64], data: &Dataset, v: &[f64], hv: &[f64]) -> f64 {
-    EPSILONS.iter().map(|&e| rel_err(hv, &fd_hvp(m, theta, data, v, e))).fold(f64::INFINITY, f64::min)
+    EPSILONS
+        .iter()
+        .map(|&e| rel_err(hv, &fd_hvp(m, theta, data, v, e)))
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn check_hvp_vs_fd<M: Model>(name: &str, m: &M, data: &Dataset) {
@@ -75,7 +94,10 @@ fn check_hvp_vs_fd<M: Model>(name: &str, m: &M, data: &Dataset) {
         let op = HessianOperator::new(m, theta.clone(), data, 0, Curvature::Hessian).unwrap();
         let hv = op.hvp(&v).unwrap();
         let err = best_fd_err(m, &theta, data, &v, &hv);
-        eprintln!("{name}: H·v vs FD of the gradient, best relative error {err:.3e} (|Hv| = {:.3e})", norm(&hv));
+        eprintln!(
+            "{name}: H·v vs FD of the gradient, best relative error {err:.3e} (|Hv| = {:.3e})",
+            norm(&hv)
+        );
         assert!(err <= 1e-6, "{name}: H·v relative error {err:e}");
     }
 }
@@ -243,8 +265,9 @@ fn ggn_is_psd_and_matches_explicit_jacobians() {
             u[s * k + c] = p[c] * (jv[s * k + c] - pj);
         }
     }
-    let explicit: Vec<f64> =
-        (0..n).map(|j| (0..ns * k).map(|r| jac[r * n + j] * u[r]).sum::<f64>() / ns as f64).collect();
+    let explicit: Vec<f64> = (0..n)
+        .map(|j| (0..ns * k).map(|r| jac[r * n + j] * u[r]).sum::<f64>() / ns as f64)
+        .collect();
     let gv = g.hvp(&v).unwrap();
     let err = rel_err(&gv, &explicit);
     eprintln!("ggn: G·v vs explicit Jᵀ H_CE J v / N (FD Jacobians), relative error {err:.3e}");
@@ -271,15 +294,27 @@ fn f32_agrees_with_f64() {
     let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
     let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
     for kind in [Curvature::Hessian, Curvature::GaussNewton] {
-        let h64 = HessianOperator::new(&m, theta.clone(), &data, 7, kind).unwrap().hvp(&v).unwrap();
-        let h32 = HessianOperator::new(&m, t32.clone(), &data, 7, kind).unwrap().hvp(&v32).unwrap();
+        let h64 = HessianOperator::new(&m, theta.clone(), &data, 7, kind)
+            .unwrap()
+            .hvp(&v)
+            .unwrap();
+        let h32 = HessianOperator::new(&m, t32.clone(), &data, 7, kind)
+            .unwrap()
+            .hvp(&v32)
+            .unwrap();
         let h32: Vec<f64> = h32.into_iter().map(|x| x as f64).collect();
         let err = rel_err(&h32, &h64);
         eprintln!("f32 vs f64 {kind:?}: relative difference {err:.3e}");
         assert!(err <= 1e-4, "{kind:?}: f32 vs f64 {err:e}");
     }
-    let (l64, g64) = HessianOperator::new(&m, theta.clone(), &data, 7, Curvature::Hessian).unwrap().loss_grad().unwrap();
-    let (l32, g32) = HessianOperator::new(&m, t32, &data, 7, Curvature::Hessian).unwrap().loss_grad().unwrap();
+    let (l64, g64) = HessianOperator::new(&m, theta.clone(), &data, 7, Curvature::Hessian)
+        .unwrap()
+        .loss_grad()
+        .unwrap();
+    let (l32, g32) = HessianOperator::new(&m, t32, &data, 7, Curvature::Hessian)
+        .unwrap()
+        .loss_grad()
+        .unwrap();
     let g32: Vec<f64> = g32.into_iter().map(|x| x as f64).collect();
     let err = rel_err(&g32, &g64);
     eprintln!("f32 vs f64 gradient: relative difference {err:.3e}, loss {l32} vs {l64}");
@@ -316,14 +351,29 @@ fn errors_are_typed() {
     let theta: Vec<f64> = m.init(8);
     let n = theta.len();
     let op = HessianOperator::new(&m, theta.clone(), &data, 0, Curvature::Hessian).unwrap();
-    assert_eq!(op.hvp(&vec![0.0; n + 1]), Err(HvpError::DirectionLength { expected: n, got: n + 1 }));
+    assert_eq!(
+        op.hvp(&vec![0.0; n + 1]),
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n + 1
+        })
+    );
     assert_eq!(op.hvp(&[]), Err(HvpError::DirectionLength { expected: n, got: 0 }));
     assert_eq!(
         HessianOperator::new(&m, vec![0.0; n - 1], &data, 0, Curvature::Hessian).unwrap_err(),
-        HvpError::Model(ModelError::ThetaLength { expected: n, got: n - 1 })
+        HvpError::Model(ModelError::ThetaLength {
+            expected: n,
+            got: n - 1
+        })
     );
-    let empty = Dataset { inputs: DataInputs::Tokens { a: vec![], b: vec![] }, labels: vec![] };
-    assert_eq!(HessianOperator::new(&m, theta.clone(), &empty, 0, Curvature::Hessian).unwrap_err(), HvpError::EmptyDataset);
+    let empty = Dataset {
+        inputs: DataInputs::Tokens { a: vec![], b: vec![] },
+        labels: vec![],
+    };
+    assert_eq!(
+        HessianOperator::new(&m, theta.clone(), &empty, 0, Curvature::Hessian).unwrap_err(),
+        HvpError::EmptyDataset
+    );
     let images = image_data(2, 0);
     assert!(matches!(
         HessianOperator::new(&m, theta.clone(), &images, 0, Curvature::Hessian),
@@ -350,14 +400,20 @@ fn errors_are_typed() {
     let inp = Inputs::Tokens { a: &[1, 2], b: &[3, 4] };
     assert_eq!(
         curvature_vector(&m, &theta, &inp, &[0, 1], &theta[1..], Curvature::GaussNewton),
-        Err(HvpError::DirectionLength { expected: n, got: n - 1 })
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n - 1
+        })
     );
     // Dense matrix too large.
     let big = Cnn::new(&CnnConfig::default()).unwrap();
     let tb: Vec<f32> = big.init(0);
     assert_eq!(
         dense_hessian(&big, &tb, &image_data(1, 0), 0, Curvature::Hessian),
-        Err(HvpError::TooLarge { n: 29_018, max: gensplit_hvp::DENSE_MAX_PARAMS })
+        Err(HvpError::TooLarge {
+            n: 29_018,
+            max: gensplit_hvp::DENSE_MAX_PARAMS
+        })
     );
     // Messages name the numbers.
     let msg = HvpError::DirectionLength { expected: 5, got: 3 }.to_string();
