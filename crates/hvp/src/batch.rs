@@ -76,7 +76,8 @@ fn softmax_rows<E: Float>(z: &[E], k: usize) -> Vec<f64> {
 /// Curvature-vector product on one batch, scaled by `scale` instead of
 /// `1/batch`: returns `scale · Σₙ (∂²ℓₙ/∂θ²) v` (Hessian) or
 /// `scale · Σₙ Jₙᵀ H_CE,ₙ Jₙ v` (Gauss–Newton), where `ℓₙ` is sample `n`'s
-/// cross-entropy. No validation (see [`curvature_vector`]).
+/// cross-entropy. Checks only the lengths of θ and `v` (see
+/// [`curvature_vector`] for the full validation).
 pub(crate) fn curvature_vector_scaled<M: Model + ?Sized, E: Float>(
     model: &M,
     theta: &[E],
@@ -85,7 +86,7 @@ pub(crate) fn curvature_vector_scaled<M: Model + ?Sized, E: Float>(
     v: &[E],
     kind: Curvature,
     scale: f64,
-) -> Vec<E>
+) -> Result<Vec<E>, HvpError>
 where
     Dev: Device<E>,
 {
@@ -96,10 +97,10 @@ where
     let scale_e = E::of(scale);
     let grads = match kind {
         Curvature::Hessian => {
-            let mut ops: Dual<E, Taped<E>> = Dual::new(model.layout(), th.clone(), v);
+            let mut ops: Dual<E, Taped<E>> = Dual::new(model.layout(), th.clone(), v)?;
             let out = model.forward(&mut ops, inputs);
             let Some(zdot) = out.tangent else {
-                return vec![E::zero(); theta.len()];
+                return Ok(vec![E::zero(); theta.len()]);
             };
             let y = one_hot::<E>(&dev, labels, classes);
             let s = out.primal.softmax::<Axis<1>>();
@@ -107,10 +108,10 @@ where
             ldot.backward()
         }
         Curvature::GaussNewton => {
-            let mut ops: Dual<E, NoneTape> = Dual::new(model.layout(), th.clone(), v);
+            let mut ops: Dual<E, NoneTape> = Dual::new(model.layout(), th.clone(), v)?;
             let out = model.forward(&mut ops, inputs);
             let Some(zdot) = out.tangent else {
-                return vec![E::zero(); theta.len()];
+                return Ok(vec![E::zero(); theta.len()]);
             };
             let zd = zdot.as_vec();
             let s = softmax_rows(&out.primal.as_vec(), classes);
@@ -124,7 +125,7 @@ where
             vjp.backward()
         }
     };
-    grads.get(&th).as_vec()
+    Ok(grads.get(&th).as_vec())
 }
 
 /// Curvature-vector product of the mean cross-entropy on one batch:
@@ -158,13 +159,5 @@ where
             got: v.len(),
         });
     }
-    Ok(curvature_vector_scaled(
-        model,
-        theta,
-        inputs,
-        labels,
-        v,
-        kind,
-        1.0 / n as f64,
-    ))
+    curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64)
 }

@@ -33,10 +33,11 @@
 //! (`retaped`), so the gradients of both uses accumulate on the same id and
 //! the tapes merge where the branches join.
 
+use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use gensplit_models::conv::{conv2d, ConvGeom};
-use gensplit_models::{BlockId, Dev, Float, Ops, ParamLayout, Taped, T1, T2};
+use gensplit_models::{BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 
 /// A (primal, tangent) activation `[batch, features]`.
 pub struct DualAct<E: Float, TT> {
@@ -66,19 +67,30 @@ where
     TT: Tape<E, Dev>,
 {
     /// Wraps θ (a flat tensor whose gradient is wanted) and the direction
-    /// `v`. Both lengths must equal the layout's (checked by callers;
-    /// panics otherwise).
-    pub fn new(layout: &'a ParamLayout, theta: T1<E>, v: &'a [E]) -> Self {
-        assert_eq!(theta.shape().0, layout.len(), "theta length");
-        assert_eq!(v.len(), layout.len(), "direction length");
+    /// `v`; both must have the layout's length
+    /// ([`ModelError::ThetaLength`], [`HvpError::DirectionLength`]).
+    pub fn new(layout: &'a ParamLayout, theta: T1<E>, v: &'a [E]) -> Result<Self, HvpError> {
+        if theta.shape().0 != layout.len() {
+            return Err(ModelError::ThetaLength {
+                expected: layout.len(),
+                got: theta.shape().0,
+            }
+            .into());
+        }
+        if v.len() != layout.len() {
+            return Err(HvpError::DirectionLength {
+                expected: layout.len(),
+                got: v.len(),
+            });
+        }
         let dev = theta.device().clone();
-        Self {
+        Ok(Self {
             dev,
             layout,
             theta,
             v,
             _tt: Default::default(),
-        }
+        })
     }
 
     /// The flat θ tensor (its gradient is `grads.get(dual.theta())`).

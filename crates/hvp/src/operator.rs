@@ -124,7 +124,7 @@ where
         let mut acc = vec![0.0f64; self.dim()];
         for (lo, hi) in self.batches() {
             let (inputs, labels) = self.data.rows(lo, hi);
-            let part = curvature_vector_scaled(self.model, &self.theta, &inputs, labels, v, self.kind, scale);
+            let part = curvature_vector_scaled(self.model, &self.theta, &inputs, labels, v, self.kind, scale)?;
             acc.iter_mut().zip(part).for_each(|(a, p)| *a += p.f64());
         }
         self.matvecs.fetch_add(1, Ordering::Relaxed);

@@ -405,6 +405,16 @@ fn errors_are_typed() {
             got: n - 1
         })
     );
+    // The Dual building block checks its lengths too.
+    let dev = gensplit_models::Dev::default();
+    let th = dfdx::prelude::TensorFromVec::tensor_from_vec(&dev, theta.clone(), (n,));
+    assert_eq!(
+        gensplit_hvp::Dual::<f64>::new(m.layout(), th, &theta[2..]).err(),
+        Some(HvpError::DirectionLength {
+            expected: n,
+            got: n - 2
+        })
+    );
     // Dense matrix too large.
     let big = Cnn::new(&CnnConfig::default()).unwrap();
     let tb: Vec<f32> = big.init(0);
