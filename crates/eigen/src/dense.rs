@@ -61,17 +61,11 @@ pub fn sym_eig(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), DenseError> 
     {
         let u = MatMut::from_column_major_slice_mut(&mut vectors, n, n);
         let par = Par::Seq;
-        let req = self_adjoint_evd_scratch::<f64>(
-            n,
-            ComputeEigenvectors::Yes,
-            par,
-            Default::default(),
-        );
+        let req = self_adjoint_evd_scratch::<f64>(n, ComputeEigenvectors::Yes, par, Default::default());
         let mut buf = MemBuffer::new(req);
         let stack = MemStack::new(&mut buf);
         let diag = s.as_mut().col_mut(0).as_diagonal_mut();
-        self_adjoint_evd(a, diag, Some(u), par, stack, Default::default())
-            .map_err(|_| DenseError::NoConvergence)?;
+        self_adjoint_evd(a, diag, Some(u), par, stack, Default::default()).map_err(|_| DenseError::NoConvergence)?;
     }
     for (i, v) in values.iter_mut().enumerate() {
         *v = s[(i, 0)];

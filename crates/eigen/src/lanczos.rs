@@ -312,7 +312,7 @@ pub fn lanczos<A: LinearOperator + ?Sized>(
     let mut start = start;
     op.constrain(&mut start);
     let ns = norm(&start);
-    if !(ns > 1e-8) {
+    if ns.is_nan() || ns <= 1e-8 {
         // The start vector lies (numerically) outside the operator's domain.
         return Err(LanczosError::InvalidStart { n });
     }
@@ -556,13 +556,17 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                 resid,
                 src: Src::Current(i),
             })
-            .chain(self.locked_vals.iter().zip(&self.locked_res).enumerate().map(
-                |(i, (&value, &resid))| Candidate {
-                    value,
-                    resid,
-                    src: Src::Locked(i),
-                },
-            ))
+            .chain(
+                self.locked_vals
+                    .iter()
+                    .zip(&self.locked_res)
+                    .enumerate()
+                    .map(|(i, (&value, &resid))| Candidate {
+                        value,
+                        resid,
+                        src: Src::Locked(i),
+                    }),
+            )
             .collect();
         let which = self.which;
         c.sort_by(|a, b| which.compare(a.value, b.value));
@@ -648,7 +652,7 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
             let mut z = random_vector(rng, n);
             self.op.constrain(&mut z);
             let nz = norm(&z);
-            if !(nz > 0.0) {
+            if nz.is_nan() || nz <= 0.0 {
                 continue;
             }
             scale(1.0 / nz, &mut z);

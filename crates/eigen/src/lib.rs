@@ -1,10 +1,68 @@
 //! # gensplit-eigen
 //!
-//! Matrix-free symmetric eigensolvers.
+//! Matrix-free eigensolvers for symmetric linear operators, built for the
+//! case where each operator application is expensive (a neural-network
+//! Hessian-vector product) and the number of matvecs matters above all.
+//! No ML dependency: anything implementing [`LinearOperator`] works.
 //!
 //! ```
-//! // placeholder
+//! use gensplit_eigen::{lanczos, DenseSymmetric, LanczosParams, NoObserver, Which};
+//!
+//! // A small symmetric matrix (row-major).
+//! let a = DenseSymmetric::new(
+//!     vec![
+//!         4.0, 1.0, 0.0, 0.0,
+//!         1.0, 3.0, 1.0, 0.0,
+//!         0.0, 1.0, 2.0, 1.0,
+//!         0.0, 0.0, 1.0, 1.0,
+//!     ],
+//!     4,
+//! )?;
+//! let params = LanczosParams { k: 2, which: Which::LargestAlgebraic, tol: 1e-10, ..Default::default() };
+//! let res = lanczos(&a, &params, &mut NoObserver)?;
+//! // Compare with the dense oracle (ascending eigenvalues).
+//! let (w, _) = gensplit_eigen::sym_eig(a.as_slice(), 4)?;
+//! assert!((res.values[0] - w[3]).abs() < 1e-9 && (res.values[1] - w[2]).abs() < 1e-9);
+//! for (v, r) in res.vectors.iter().zip(&res.residuals) {
+//!     assert_eq!(v.len(), 4);
+//!     assert!(*r < 1e-9); // ||A v - λ v||
+//! }
+//! println!("{:?} after {} matvecs ({:?})", res.values, res.matvecs, res.stop);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Mathematics
+//!
+//! [`lanczos()`] builds an orthonormal basis `V_m` of the Krylov space
+//! `K_m(A, v_1) = span{v_1, A v_1, …, A^{m−1} v_1}` with the relation
+//! `A V_m = V_m T_m + β_m v_{m+1} e_m^T`, `T_m = V_m^T A V_m`. Eigenpairs
+//! `(θ_i, y_i)` of the small matrix `T_m` give Ritz pairs `(θ_i, V_m y_i)` with
+//! residual norm `|β_m e_m^T y_i|`; a pair is accepted when this is at most
+//! `tol · max_j |θ_j|`, checked after *every* step. Vectors are fully
+//! reorthogonalized (classical Gram–Schmidt, twice), the basis is
+//! thick-restarted (Wu–Simon) when it reaches `max_basis` vectors, and
+//! invariant subspaces (breakdown, `β_m ≈ 0`) are deflated and continued from a
+//! fresh random vector so repeated eigenvalues are resolved. The reported
+//! residuals are true residuals `‖A v − λ v‖`, computed from the stored
+//! products `A V_m` without extra matvecs. Results are deterministic for a
+//! given seed (ChaCha8 start vectors, sequential arithmetic).
+//!
+//! Also provided: stochastic Lanczos quadrature for spectral densities
+//! ([`slq`]), Hutchinson trace estimation ([`trace`]), projected operators
+//! `P A P` with `P = I − Q Q^T` ([`Projected`]) and a dense symmetric
+//! eigensolver ([`dense`], used as an oracle and for the small problems).
+//!
+//! ## Matvec counts
+//!
+//! Synthetic NN-Hessian-like spectrum (`n = 30000`: outliers 35.4, 26.5, 18.8,
+//! 15, 12.1, …, a power-law bulk decaying to 0, 5 % small negative values;
+//! see `tests/nn_like.rs`), `tol = 1e-6`, default basis, seed 42:
+//!
+//! | wanted `k` | bulk `6(1+i)^−0.7` | bulk `5(1+i)^−0.3` | ARPACK on real Hessians (reference) |
+//! |-----------:|-------------------:|-------------------:|-------------------------:|
+//! | 1          | 11                 | 11                 | ≤ 21                     |
+//! | 5          | 20                 | 21                 | ≤ 33                     |
+//! | 20         | 46                 | 62                 | ≤ 86                     |
 
 pub mod dense;
 pub mod lanczos;
@@ -17,6 +75,6 @@ pub use dense::{sym_eig, DenseError};
 pub use lanczos::{
     lanczos, EigenResult, LanczosError, LanczosParams, NoObserver, Observer, StepInfo, StopReason, Which,
 };
-pub use operator::{Diagonal, DenseSymmetric, LinearOperator, OperatorError, Projected, Scaled, Shifted};
+pub use operator::{DenseSymmetric, Diagonal, LinearOperator, OperatorError, Projected, Scaled, Shifted};
 pub use slq::{slq, QuadratureRule, SlqError, SlqParams, SlqResult};
 pub use trace::{hutchinson, TraceError, TraceEstimate};

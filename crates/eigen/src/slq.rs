@@ -93,7 +93,9 @@ impl SlqResult {
         self.pooled
             .nodes
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            })
     }
 
     /// A uniform grid of `points` points over the node range padded by

@@ -49,11 +49,7 @@ pub enum TraceError {
 /// let t = hutchinson(&a, 10, 0).unwrap();
 /// assert!((t.estimate - 6.0).abs() < 1e-12); // exact for diagonal matrices
 /// ```
-pub fn hutchinson<A: LinearOperator + ?Sized>(
-    op: &A,
-    n_probes: usize,
-    seed: u64,
-) -> Result<TraceEstimate, TraceError> {
+pub fn hutchinson<A: LinearOperator + ?Sized>(op: &A, n_probes: usize, seed: u64) -> Result<TraceEstimate, TraceError> {
     let n = op.dim();
     if n == 0 {
         return Err(TraceError::EmptyOperator);

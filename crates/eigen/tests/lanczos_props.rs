@@ -32,7 +32,12 @@ fn check(kind: Kind, n: usize, k: usize, which: Which, seed: u64) -> Result<(), 
         ..Default::default()
     };
     let r = lanczos(&a, &params, &mut NoObserver).unwrap();
-    prop_assert!(r.stop != StopReason::MaxMatvecs, "{kind:?} n={n} k={k} {which:?}: no convergence: {:?} after {} matvecs", r.values, r.matvecs);
+    prop_assert!(
+        r.stop != StopReason::MaxMatvecs,
+        "{kind:?} n={n} k={k} {which:?}: no convergence: {:?} after {} matvecs",
+        r.values,
+        r.matvecs
+    );
     prop_assert_eq!(r.values.len(), k);
     prop_assert_eq!(r.vectors.len(), k);
 
@@ -41,7 +46,11 @@ fn check(kind: Kind, n: usize, k: usize, which: Which, seed: u64) -> Result<(), 
     idx.sort_by(|&i, &j| which.compare(w[i], w[j]));
     for (i, (&got, &e)) in r.values.iter().zip(idx.iter()).enumerate() {
         let exp = w[e];
-        let (g, x) = if which == Which::LargestMagnitude { (got.abs(), exp.abs()) } else { (got, exp) };
+        let (g, x) = if which == Which::LargestMagnitude {
+            (got.abs(), exp.abs())
+        } else {
+            (got, exp)
+        };
         prop_assert!(
             (g - x).abs() <= 1e-8 * scale,
             "{kind:?} n={n} k={k} {which:?}: value {i}: got {got}, expected {exp} (all {:?})",
@@ -86,7 +95,7 @@ fn check(kind: Kind, n: usize, k: usize, which: Which, seed: u64) -> Result<(), 
 }
 
 proptest! {
-    #![proptest_config(config(40))]
+    #![proptest_config(config(64))]
     #[test]
     fn small_and_medium(kind_i in 0usize..6, n in 2usize..=120, k_raw in 1usize..=8, wh in 0u8..3, seed in any::<u64>()) {
         let k = k_raw.min(n);
@@ -95,7 +104,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(6))]
+    #![proptest_config(config(10))]
     #[test]
     fn large(kind_i in 0usize..6, n in 200usize..=400, k_raw in 1usize..=10, wh in 0u8..3, seed in any::<u64>()) {
         check(KINDS[kind_i], n, k_raw, which_from(wh), seed)?;
@@ -142,18 +151,31 @@ fn breakdown_recovers_multiplicities() {
     let n = 200;
     let spec: Vec<f64> = (0..n)
         .map(|i| match i % 50 {
-            0..=2 => 6.0,   // multiplicity 12
-            3..=10 => 2.0,  // multiplicity 32
+            0..=2 => 6.0,  // multiplicity 12
+            3..=10 => 2.0, // multiplicity 32
             11..=30 => -1.0,
             _ => 0.5,
         })
         .collect();
     let a = sym_from_spectrum(&spec, 77);
     let (w, z) = sym_eig(a.as_slice(), n).unwrap();
-    for &(k, which) in &[(12usize, Which::LargestAlgebraic), (14, Which::LargestAlgebraic), (3, Which::SmallestAlgebraic)] {
-        let p = LanczosParams { k, which, tol: 1e-10, seed: 5, ..Default::default() };
+    for &(k, which) in &[
+        (12usize, Which::LargestAlgebraic),
+        (14, Which::LargestAlgebraic),
+        (3, Which::SmallestAlgebraic),
+    ] {
+        let p = LanczosParams {
+            k,
+            which,
+            tol: 1e-10,
+            seed: 5,
+            ..Default::default()
+        };
         let r = lanczos(&a, &p, &mut NoObserver).unwrap();
-        println!("k={k} {which:?}: {} matvecs, {} restarts, {:?}", r.matvecs, r.restarts, r.stop);
+        println!(
+            "k={k} {which:?}: {} matvecs, {} restarts, {:?}",
+            r.matvecs, r.restarts, r.stop
+        );
         assert_eq!(r.stop, StopReason::Converged);
         assert!(r.restarts >= 1, "a breakdown restart must have happened");
         assert!(orthonormality_error(&r.vectors) < 1e-10);

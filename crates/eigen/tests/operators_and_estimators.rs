@@ -13,7 +13,9 @@ use proptest::test_runner::RngSeed;
 fn random_vectors(n: usize, count: usize, seed: u64) -> Vec<Vec<f64>> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..count).map(|_| (0..n).map(|_| gaussian(&mut rng)).collect()).collect()
+    (0..count)
+        .map(|_| (0..n).map(|_| gaussian(&mut rng)).collect())
+        .collect()
 }
 
 #[test]
@@ -23,7 +25,16 @@ fn projection_null_space_and_orthogonal_eigenvectors() {
     let a = sym_from_spectrum(&spec, 3);
     // Project out the top-3 eigenvectors plus two random directions, given
     // with a redundant (dependent) vector.
-    let top = lanczos(&a, &LanczosParams { k: 3, tol: 1e-12, ..Default::default() }, &mut NoObserver).unwrap();
+    let top = lanczos(
+        &a,
+        &LanczosParams {
+            k: 3,
+            tol: 1e-12,
+            ..Default::default()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     let mut basis = top.vectors.clone();
     basis.extend(random_vectors(n, 2, 9));
     let dep: Vec<f64> = basis[0].iter().zip(&basis[3]).map(|(x, y)| 2.0 * x - y).collect();
@@ -45,13 +56,34 @@ fn projection_null_space_and_orthogonal_eigenvectors() {
     p.apply(&xs[1], &mut y1);
     assert!((dot(&xs[1], &y0) - dot(&xs[0], &y1)).abs() < 1e-10);
     // Eigenpairs of P A P: nonzero ones are those of A restricted to span(Q)^⊥.
-    for which in [Which::LargestAlgebraic, Which::SmallestAlgebraic, Which::LargestMagnitude] {
-        let r = lanczos(&p, &LanczosParams { k: 4, which, tol: 1e-11, seed: 2, ..Default::default() }, &mut NoObserver)
-            .unwrap();
+    for which in [
+        Which::LargestAlgebraic,
+        Which::SmallestAlgebraic,
+        Which::LargestMagnitude,
+    ] {
+        let r = lanczos(
+            &p,
+            &LanczosParams {
+                k: 4,
+                which,
+                tol: 1e-11,
+                seed: 2,
+                ..Default::default()
+            },
+            &mut NoObserver,
+        )
+        .unwrap();
         assert_eq!(r.stop, StopReason::Converged);
         for v in &r.vectors {
             for qi in &q {
-                assert!(dot(v, qi).abs() < 1e-9, "{which:?} {:?} {:?} {}: component {} in span(Q)", r.values, r.stop, r.restarts, dot(v, qi));
+                assert!(
+                    dot(v, qi).abs() < 1e-9,
+                    "{which:?} {:?} {:?} {}: component {} in span(Q)",
+                    r.values,
+                    r.stop,
+                    r.restarts,
+                    dot(v, qi)
+                );
             }
         }
         for (v, &lam) in r.vectors.iter().zip(&r.values) {
@@ -60,19 +92,47 @@ fn projection_null_space_and_orthogonal_eigenvectors() {
     }
     // Top eigenvalue of P A P is below the 3rd of A (top-3 removed; the
     // random directions perturb the rest).
-    let r = lanczos(&p, &LanczosParams { k: 1, tol: 1e-10, ..Default::default() }, &mut NoObserver).unwrap();
+    let r = lanczos(
+        &p,
+        &LanczosParams {
+            k: 1,
+            tol: 1e-10,
+            ..Default::default()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!(r.values[0] < top.values[2]);
     // Projecting out exact eigenvectors only: the remaining eigenpairs are
     // eigenpairs of A.
     let p3 = Projected::new(&a, &top.vectors).unwrap();
-    let r = lanczos(&p3, &LanczosParams { k: 3, tol: 1e-11, ..Default::default() }, &mut NoObserver).unwrap();
+    let r = lanczos(
+        &p3,
+        &LanczosParams {
+            k: 3,
+            tol: 1e-11,
+            ..Default::default()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     let (w, _) = sym_eig(a.as_slice(), n).unwrap();
     for (i, (v, &lam)) in r.vectors.iter().zip(&r.values).enumerate() {
         assert!((lam - w[n - 4 - i]).abs() < 1e-9);
         assert!(explicit_residual(&a, v, lam) < 1e-9);
     }
     // The smallest eigenvalues of the compression are not the artificial 0s.
-    let r = lanczos(&p3, &LanczosParams { k: 2, which: Which::SmallestAlgebraic, tol: 1e-11, ..Default::default() }, &mut NoObserver).unwrap();
+    let r = lanczos(
+        &p3,
+        &LanczosParams {
+            k: 2,
+            which: Which::SmallestAlgebraic,
+            tol: 1e-11,
+            ..Default::default()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!((r.values[0] - w[0]).abs() < 1e-9 && (r.values[1] - w[1]).abs() < 1e-9);
 }
 
@@ -123,27 +183,88 @@ proptest! {
 fn error_cases() {
     let a = DenseSymmetric::from_diagonal(&[1.0, 2.0, 3.0]).unwrap();
     let run = |p: LanczosParams| lanczos(&a, &p, &mut NoObserver);
-    assert!(matches!(run(LanczosParams { k: 0, ..Default::default() }), Err(LanczosError::InvalidK { .. })));
-    assert!(matches!(run(LanczosParams { k: 4, ..Default::default() }), Err(LanczosError::InvalidK { .. })));
-    assert!(matches!(run(LanczosParams { k: 1, tol: 0.0, ..Default::default() }), Err(LanczosError::InvalidTolerance(_))));
-    assert!(matches!(run(LanczosParams { k: 1, tol: -1.0, ..Default::default() }), Err(LanczosError::InvalidTolerance(_))));
-    assert!(matches!(run(LanczosParams { k: 1, tol: f64::NAN, ..Default::default() }), Err(LanczosError::InvalidTolerance(_))));
-    assert!(matches!(run(LanczosParams { k: 1, max_matvecs: 0, ..Default::default() }), Err(LanczosError::InvalidMaxMatvecs)));
     assert!(matches!(
-        run(LanczosParams { k: 1, start: Some(vec![0.0; 3]), ..Default::default() }),
+        run(LanczosParams {
+            k: 0,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidK { .. })
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 4,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidK { .. })
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 1,
+            tol: 0.0,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidTolerance(_))
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 1,
+            tol: -1.0,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidTolerance(_))
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 1,
+            tol: f64::NAN,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidTolerance(_))
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 1,
+            max_matvecs: 0,
+            ..Default::default()
+        }),
+        Err(LanczosError::InvalidMaxMatvecs)
+    ));
+    assert!(matches!(
+        run(LanczosParams {
+            k: 1,
+            start: Some(vec![0.0; 3]),
+            ..Default::default()
+        }),
         Err(LanczosError::InvalidStart { .. })
     ));
     assert!(matches!(
-        run(LanczosParams { k: 1, start: Some(vec![1.0; 2]), ..Default::default() }),
+        run(LanczosParams {
+            k: 1,
+            start: Some(vec![1.0; 2]),
+            ..Default::default()
+        }),
         Err(LanczosError::InvalidStart { .. })
     ));
-    let big = Diagonal { diag: (0..50).map(|i| i as f64).collect() };
+    let big = Diagonal {
+        diag: (0..50).map(|i| i as f64).collect(),
+    };
     assert!(matches!(
-        lanczos(&big, &LanczosParams { k: 5, max_basis: Some(5), ..Default::default() }, &mut NoObserver),
+        lanczos(
+            &big,
+            &LanczosParams {
+                k: 5,
+                max_basis: Some(5),
+                ..Default::default()
+            },
+            &mut NoObserver
+        ),
         Err(LanczosError::InvalidBasis { .. })
     ));
     let empty = Diagonal { diag: vec![] };
-    assert!(matches!(lanczos(&empty, &LanczosParams::default(), &mut NoObserver), Err(LanczosError::EmptyOperator)));
+    assert!(matches!(
+        lanczos(&empty, &LanczosParams::default(), &mut NoObserver),
+        Err(LanczosError::EmptyOperator)
+    ));
 
     struct Nan;
     impl LinearOperator for Nan {
@@ -156,20 +277,46 @@ fn error_cases() {
         }
     }
     assert!(matches!(
-        lanczos(&Nan, &LanczosParams { k: 1, ..Default::default() }, &mut NoObserver),
+        lanczos(
+            &Nan,
+            &LanczosParams {
+                k: 1,
+                ..Default::default()
+            },
+            &mut NoObserver
+        ),
         Err(LanczosError::NonFinite { matvec: 1 })
     ));
     assert!(hutchinson(&Nan, 3, 0).is_err());
     assert!(slq(&Nan, &SlqParams::default()).is_err());
     assert!(hutchinson(&a, 0, 0).is_err());
-    assert!(slq(&a, &SlqParams { n_probes: 0, ..Default::default() }).is_err());
+    assert!(slq(
+        &a,
+        &SlqParams {
+            n_probes: 0,
+            ..Default::default()
+        }
+    )
+    .is_err());
 
     // Operator construction errors.
-    assert!(matches!(DenseSymmetric::new(vec![1.0, 2.0, 3.0], 2), Err(OperatorError::BadLength { .. })));
-    assert!(matches!(DenseSymmetric::new(vec![1.0, 2.0, 2.5, 1.0], 2), Err(OperatorError::NotSymmetric { .. })));
-    assert!(matches!(DenseSymmetric::new(vec![1.0, f64::NAN, f64::NAN, 1.0], 2), Err(OperatorError::NonFinite)));
+    assert!(matches!(
+        DenseSymmetric::new(vec![1.0, 2.0, 3.0], 2),
+        Err(OperatorError::BadLength { .. })
+    ));
+    assert!(matches!(
+        DenseSymmetric::new(vec![1.0, 2.0, 2.5, 1.0], 2),
+        Err(OperatorError::NotSymmetric { .. })
+    ));
+    assert!(matches!(
+        DenseSymmetric::new(vec![1.0, f64::NAN, f64::NAN, 1.0], 2),
+        Err(OperatorError::NonFinite)
+    ));
     assert!(DenseSymmetric::new(vec![1.0, 2.0, 2.0 + 1e-14, 1.0], 2).is_ok());
-    assert!(matches!(Projected::new(&a, &[vec![1.0; 2]]), Err(OperatorError::BadBasisVector { .. })));
+    assert!(matches!(
+        Projected::new(&a, &[vec![1.0; 2]]),
+        Err(OperatorError::BadBasisVector { .. })
+    ));
 }
 
 #[test]
@@ -178,7 +325,16 @@ fn small_n_exhausts_space() {
     for n in 1..=8 {
         let spec: Vec<f64> = (0..n).map(|i| (i as f64 - 3.0) * 1.5).collect();
         let a = sym_from_spectrum(&spec, n as u64);
-        let r = lanczos(&a, &LanczosParams { k: n, tol: 1e-12, ..Default::default() }, &mut NoObserver).unwrap();
+        let r = lanczos(
+            &a,
+            &LanczosParams {
+                k: n,
+                tol: 1e-12,
+                ..Default::default()
+            },
+            &mut NoObserver,
+        )
+        .unwrap();
         assert!(r.matvecs <= n + 1, "n={n}: {} matvecs", r.matvecs);
         let mut s = spec.clone();
         s.sort_by(|x, y| y.total_cmp(x));
@@ -190,7 +346,15 @@ fn small_n_exhausts_space() {
     // Zero and identity operators (every vector is an eigenvector).
     for c in [0.0, 2.5] {
         let a = Diagonal { diag: vec![c; 30] };
-        let r = lanczos(&a, &LanczosParams { k: 3, ..Default::default() }, &mut NoObserver).unwrap();
+        let r = lanczos(
+            &a,
+            &LanczosParams {
+                k: 3,
+                ..Default::default()
+            },
+            &mut NoObserver,
+        )
+        .unwrap();
         assert_eq!(r.values, vec![c; 3]);
         assert!(orthonormality_error(&r.vectors) < 1e-12);
     }
@@ -198,10 +362,22 @@ fn small_n_exhausts_space() {
 
 #[test]
 fn max_matvecs_and_observer() {
-    let a = Diagonal { diag: (0..2000).map(|i| 1.0 + 1e-3 * i as f64).collect() };
+    let a = Diagonal {
+        diag: (0..2000).map(|i| 1.0 + 1e-3 * i as f64).collect(),
+    };
     let mut steps = Vec::new();
     let mut obs = |s: &StepInfo<'_>| steps.push((s.matvecs, s.converged, s.max_residual));
-    let r = lanczos(&a, &LanczosParams { k: 5, tol: 1e-12, max_matvecs: 37, ..Default::default() }, &mut obs).unwrap();
+    let r = lanczos(
+        &a,
+        &LanczosParams {
+            k: 5,
+            tol: 1e-12,
+            max_matvecs: 37,
+            ..Default::default()
+        },
+        &mut obs,
+    )
+    .unwrap();
     assert_eq!(r.stop, StopReason::MaxMatvecs);
     assert_eq!(r.matvecs, 37);
     assert_eq!(steps.len(), 37);
@@ -222,13 +398,26 @@ fn start_vector_and_wrappers() {
     let spec = spectrum(Kind::Random, n, 4);
     let a = sym_from_spectrum(&spec, 4);
     let start: Vec<f64> = (0..n).map(|i| 1.0 + i as f64).collect();
-    let p = LanczosParams { k: 2, tol: 1e-10, start: Some(start), ..Default::default() };
+    let p = LanczosParams {
+        k: 2,
+        tol: 1e-10,
+        start: Some(start),
+        ..Default::default()
+    };
     let r = lanczos(&a, &p, &mut NoObserver).unwrap();
     // Shifted / Scaled / boxed dyn operators.
     let sh = Shifted { op: &a, sigma: 3.0 };
     let rs = lanczos(&sh, &p, &mut NoObserver).unwrap();
     let sc = Scaled { op: &a, alpha: -2.0 };
-    let rsc = lanczos(&sc, &LanczosParams { which: Which::SmallestAlgebraic, ..p.clone() }, &mut NoObserver).unwrap();
+    let rsc = lanczos(
+        &sc,
+        &LanczosParams {
+            which: Which::SmallestAlgebraic,
+            ..p.clone()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     let boxed: Box<dyn LinearOperator> = Box::new(a.clone());
     let rb = lanczos(&boxed, &p, &mut NoObserver).unwrap();
     for i in 0..2 {
@@ -237,7 +426,17 @@ fn start_vector_and_wrappers() {
         assert_eq!(rb.values[i], r.values[i]);
     }
     // Different seeds agree on the values.
-    let r2 = lanczos(&a, &LanczosParams { k: 2, tol: 1e-10, seed: 99, ..Default::default() }, &mut NoObserver).unwrap();
+    let r2 = lanczos(
+        &a,
+        &LanczosParams {
+            k: 2,
+            tol: 1e-10,
+            seed: 99,
+            ..Default::default()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     for i in 0..2 {
         assert!((r2.values[i] - r.values[i]).abs() < 1e-9);
     }
@@ -249,7 +448,11 @@ fn slq_density_integrates_to_one_and_matches_mean() {
     let spec = spectrum(Kind::Decaying, n, 8);
     let a = sym_from_spectrum(&spec, 8);
     let true_trace: f64 = spec.iter().sum();
-    let params = SlqParams { n_probes: 8, steps: 40, seed: 3 };
+    let params = SlqParams {
+        n_probes: 8,
+        steps: 40,
+        seed: 3,
+    };
     let r = slq(&a, &params).unwrap();
     assert_eq!(r.matvecs, 8 * 40);
     assert_eq!(r.probes.len(), 8);
@@ -261,7 +464,10 @@ fn slq_density_integrates_to_one_and_matches_mean() {
     // Pooled mean = average of v^T A v (Rademacher, unit) which estimates tr/n.
     let mean = r.pooled.integrate(|t| t);
     let h = hutchinson(&a, 8, 3).unwrap();
-    assert!((mean * n as f64 - h.estimate).abs() < 1e-8 * true_trace.abs().max(1.0), "SLQ mean uses the same probes");
+    assert!(
+        (mean * n as f64 - h.estimate).abs() < 1e-8 * true_trace.abs().max(1.0),
+        "SLQ mean uses the same probes"
+    );
     assert!((mean - true_trace / n as f64).abs() < 4.0 * h.std_error / n as f64 + 1e-12);
     // Extreme nodes approximate the extreme eigenvalues.
     let (lo, hi) = r.range();
@@ -282,8 +488,18 @@ fn slq_density_integrates_to_one_and_matches_mean() {
     // Deterministic.
     assert_eq!(slq(&a, &params).unwrap(), r);
     // Exact for a small space: steps >= n gives the exact spectrum per probe.
-    let small = Diagonal { diag: vec![1.0, 2.0, 3.0, 4.0] };
-    let rs = slq(&small, &SlqParams { n_probes: 2, steps: 10, seed: 0 }).unwrap();
+    let small = Diagonal {
+        diag: vec![1.0, 2.0, 3.0, 4.0],
+    };
+    let rs = slq(
+        &small,
+        &SlqParams {
+            n_probes: 2,
+            steps: 10,
+            seed: 0,
+        },
+    )
+    .unwrap();
     assert!(rs.matvecs <= 8);
     for p in &rs.probes {
         for (t, w) in p.nodes.iter().zip(&p.weights) {

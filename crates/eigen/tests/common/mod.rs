@@ -126,7 +126,13 @@ pub fn spectrum(kind: Kind, n: usize, seed: u64) -> Vec<f64> {
         Kind::Negative => (0..n).map(|_| -1.0 - 9.0 * u()).collect(),
         Kind::TinyGaps => (0..n).map(|i| 5.0 - 1e-4 * i as f64 + 1e-6 * u()).collect(),
         Kind::Decaying => (0..n)
-            .map(|i| if i < 4 { 30.0 / (1.0 + i as f64) } else { 3.0 * (i as f64).powf(-0.8) - 0.05 * u() })
+            .map(|i| {
+                if i < 4 {
+                    30.0 / (1.0 + i as f64)
+                } else {
+                    3.0 * (i as f64).powf(-0.8) - 0.05 * u()
+                }
+            })
             .collect(),
     }
 }
@@ -134,7 +140,11 @@ pub fn spectrum(kind: Kind, n: usize, seed: u64) -> Vec<f64> {
 pub fn explicit_residual<A: LinearOperator + ?Sized>(op: &A, v: &[f64], lambda: f64) -> f64 {
     let mut y = vec![0.0; v.len()];
     op.apply(v, &mut y);
-    y.iter().zip(v).map(|(a, b)| (a - lambda * b).powi(2)).sum::<f64>().sqrt()
+    y.iter()
+        .zip(v)
+        .map(|(a, b)| (a - lambda * b).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
