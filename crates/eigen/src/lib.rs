@@ -48,7 +48,7 @@
 //! given seed (ChaCha8 start vectors, sequential arithmetic).
 //!
 //! Also provided: stochastic Lanczos quadrature for spectral densities
-//! ([`slq`]), Hutchinson trace estimation ([`trace`]), projected operators
+//! ([`slq()`](mod@slq)), Hutchinson trace estimation ([`hutchinson`], module [`trace`]), projected operators
 //! `P A P` with `P = I − Q Q^T` ([`Projected`]) and a dense symmetric
 //! eigensolver ([`dense`], used as an oracle and for the small problems).
 //!

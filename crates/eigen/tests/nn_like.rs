@@ -48,10 +48,15 @@ fn run_case(n: usize, bs: f64, bd: f64) {
             seed: 42,
             ..Default::default()
         };
+        let t0 = std::time::Instant::now();
         let r = lanczos(&op, &p, &mut gensplit_eigen::NoObserver).unwrap();
+        let dt = t0.elapsed();
         println!(
-            "bulk {bs}*(1+i)^-{bd}: k = {k:2}: matvecs = {:4}, restarts = {:3}, stop = {:?}",
-            r.matvecs, r.restarts, r.stop
+            "bulk {bs}*(1+i)^-{bd}: k = {k:2}: matvecs = {:4}, restarts = {:3}, stop = {:?}, solver time {:.1} ms",
+            r.matvecs,
+            r.restarts,
+            r.stop,
+            dt.as_secs_f64() * 1e3
         );
         assert_eq!(r.stop, StopReason::Converged);
         assert!(r.matvecs <= 400, "k = {k}: {} matvecs", r.matvecs);
