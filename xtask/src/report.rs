@@ -100,6 +100,7 @@ pub fn curves_svg(path: &Path, title: &str, t: &Trained) -> Result<()> {
             .configure_mesh()
             .x_desc("optimizer step")
             .y_desc("held-out accuracy")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()?;
         let names: Vec<String> = t
             .log
@@ -167,6 +168,7 @@ pub fn fourier_svg(path: &Path, out: &Outputs) -> Result<()> {
             .configure_mesh()
             .x_desc("frequency k")
             .y_desc("share of power")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()?;
         chart.draw_series(shares.iter().enumerate().map(|(i, &s)| {
             let k = i + 1;

@@ -81,6 +81,19 @@ impl ConvGeom {
     }
 }
 
+/// For kernel column offset `v`: the output columns `j0..j1` whose input
+/// column `j·s − p + v` lies inside `0..w` (all others read padding).
+fn valid_cols(g: &ConvGeom, v: usize, wo: usize) -> (usize, usize) {
+    // j·s + v ≥ p  and  j·s + v < w + p
+    let j0 = if v >= g.pad { 0 } else { (g.pad - v).div_ceil(g.stride) };
+    let j1 = if g.w + g.pad > v {
+        ((g.w + g.pad - v).div_ceil(g.stride)).min(wo)
+    } else {
+        0
+    };
+    (j0.min(j1), j1)
+}
+
 /// im2col of one sample: `cols[(c·k + u)·k + v, i·Wo + j] = x[c, i·s−p+u, j·s−p+v]`.
 fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
     let (ho, wo) = g.out_hw();
@@ -88,22 +101,25 @@ fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
     for c in 0..g.c_in {
         for u in 0..g.k {
             for v in 0..g.k {
+                let (j0, j1) = valid_cols(g, v, wo);
                 let row = &mut cols[((c * g.k + u) * g.k + v) * hw..][..hw];
                 for i in 0..ho {
                     let y = (i * g.stride + u) as isize - g.pad as isize;
                     let dst = &mut row[i * wo..(i + 1) * wo];
-                    if y < 0 || y >= g.h as isize {
+                    if y < 0 || y >= g.h as isize || j0 >= j1 {
                         dst.fill(E::zero());
                         continue;
                     }
+                    dst[..j0].fill(E::zero());
+                    dst[j1..].fill(E::zero());
                     let src = &x[(c * g.h + y as usize) * g.w..][..g.w];
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let xx = (j * g.stride + v) as isize - g.pad as isize;
-                        *d = if xx < 0 || xx >= g.w as isize {
-                            E::zero()
-                        } else {
-                            src[xx as usize]
-                        };
+                    let x0 = j0 * g.stride + v - g.pad;
+                    if g.stride == 1 {
+                        dst[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
+                    } else {
+                        for (d, s) in dst[j0..j1].iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
+                            *d = *s;
+                        }
                     }
                 }
             }
@@ -118,6 +134,10 @@ fn col2im_add<E: Float>(g: &ConvGeom, dcols: &[E], dx: &mut [E]) {
     for c in 0..g.c_in {
         for u in 0..g.k {
             for v in 0..g.k {
+                let (j0, j1) = valid_cols(g, v, wo);
+                if j0 >= j1 {
+                    continue;
+                }
                 let row = &dcols[((c * g.k + u) * g.k + v) * hw..][..hw];
                 for i in 0..ho {
                     let y = (i * g.stride + u) as isize - g.pad as isize;
@@ -125,10 +145,15 @@ fn col2im_add<E: Float>(g: &ConvGeom, dcols: &[E], dx: &mut [E]) {
                         continue;
                     }
                     let dst = &mut dx[(c * g.h + y as usize) * g.w..][..g.w];
-                    for j in 0..wo {
-                        let xx = (j * g.stride + v) as isize - g.pad as isize;
-                        if xx >= 0 && xx < g.w as isize {
-                            dst[xx as usize] += row[i * wo + j];
+                    let x0 = j0 * g.stride + v - g.pad;
+                    let src = &row[i * wo + j0..i * wo + j1];
+                    if g.stride == 1 {
+                        for (d, s) in dst[x0..x0 + (j1 - j0)].iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[x0..].iter_mut().step_by(g.stride).zip(src) {
+                            *d += *s;
                         }
                     }
                 }
@@ -314,6 +339,20 @@ where
     TW: Tape<E, Dev>,
     TB: Tape<E, Dev>,
 {
+    conv2d_with(x, w, b, g, true)
+}
+
+/// [`conv2d`] with a choice: `want_dx = false` skips the input gradient
+/// (the `Wᵀ·G` GEMM and col2im) when `x` is data that needs none — the
+/// first layer of a network. Its gradient is then left at zero.
+pub fn conv2d_with<E, TX, TW, TB>(x: T2<E, TX>, w: T1<E, TW>, b: T1<E, TB>, g: &ConvGeom, want_dx: bool) -> T2<E, TX>
+where
+    E: Float,
+    Dev: Device<E>,
+    TX: Tape<E, Dev> + Merge<TW> + Merge<TB>,
+    TW: Tape<E, Dev>,
+    TB: Tape<E, Dev>,
+{
     let n = x.shape().0;
     assert_eq!(x.shape().1, g.in_features(), "conv2d: input features");
     let (x, tx) = x.split_tape();
@@ -329,10 +368,12 @@ where
         let g = *g;
         tape.add_backward_op(move |grads| {
             let dy: Vec<E> = cpu_slice::<E>(grads.get_or_alloc_mut(&og)?).to_vec();
-            let r = backward_raw(&g, &cols, &wv, &dy, n, true);
+            let r = backward_raw(&g, &cols, &wv, &dy, n, want_dx);
             let dxg = grads.get_or_alloc_mut(&xg)?;
-            for (a, b) in cpu_slice::<E>(dxg).iter_mut().zip(r.dx.unwrap_or_default()) {
-                *a += b;
+            if let Some(dx) = r.dx {
+                for (a, b) in cpu_slice::<E>(dxg).iter_mut().zip(dx) {
+                    *a += b;
+                }
             }
             let dwg = grads.get_or_alloc_mut(&wg)?;
             for (a, b) in cpu_slice::<E>(dwg).iter_mut().zip(r.dw) {

@@ -14,7 +14,7 @@
 //! The loss is the mean softmax cross-entropy over the batch,
 //! `L = −(1/N) Σₙ log softmax(zₙ)_{yₙ}` (nats).
 
-use crate::conv::{conv2d, ConvGeom};
+use crate::conv::{conv2d_with, ConvGeom};
 use crate::model::{Inputs, Model, ModelError};
 use crate::{BlockId, Dev, Float, ParamLayout, Taped, T1, T2};
 use dfdx::prelude::*;
@@ -43,6 +43,9 @@ pub struct Primal<'a, E: Float, T> {
     dev: Dev,
     layout: &'a ParamLayout,
     theta: T1<E>,
+    /// True right after [`Ops::images`]: the next conv's input is data and
+    /// needs no gradient (every other op clears it).
+    input_pending: bool,
     _tape: std::marker::PhantomData<T>,
 }
 
@@ -58,6 +61,7 @@ where
             dev,
             layout,
             theta,
+            input_pending: false,
             _tape: Default::default(),
         }
     }
@@ -90,11 +94,13 @@ where
 
     fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
         let n = pixels.len() / features;
+        self.input_pending = true;
         let v: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
         self.dev.tensor_from_vec(v, (n, features)).put_tape(T::default())
     }
 
     fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
+        self.input_pending = false;
         let ia = self
             .dev
             .tensor_from_vec(a.iter().map(|&t| t as usize).collect(), (a.len(),));
@@ -112,6 +118,7 @@ where
     }
 
     fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act {
+        self.input_pending = false;
         let n = x.shape().0;
         let out = self.layout.block(w).shape[0];
         let wt = self.block2(w).permute::<(usize, usize), Axes2<1, 0>>();
@@ -120,10 +127,13 @@ where
     }
 
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
-        conv2d(x, self.block(w), self.block(b), geom)
+        // The network input needs no gradient: skip the first conv's dx.
+        let want_dx = !std::mem::take(&mut self.input_pending);
+        conv2d_with(x, self.block(w), self.block(b), geom, want_dx)
     }
 
     fn relu(&mut self, x: Self::Act) -> Self::Act {
+        self.input_pending = false;
         x.relu()
     }
 }

@@ -1,0 +1,92 @@
+//! Criterion benches: the conv op (forward + backward) and the reference
+//! CNN's loss gradient at batch 256 and 1024 (f32). Peer numbers on this
+//! machine kind (JAX jit, XLA CPU, 2 cores): gradient 21 ms at 256, 184 ms
+//! at 1024 (DESIGN-NOTES §5).
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gensplit_models::conv::{backward_raw, forward_raw, ConvGeom};
+use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Inputs, Model};
+use rand::{Rng, SeedableRng};
+
+fn conv(c: &mut Criterion) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let layers = [
+        (
+            "conv1_1to8_s1",
+            ConvGeom {
+                c_in: 1,
+                h: 28,
+                w: 28,
+                c_out: 8,
+                k: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
+            "conv2_8to16_s2",
+            ConvGeom {
+                c_in: 8,
+                h: 28,
+                w: 28,
+                c_out: 16,
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ),
+        (
+            "conv3_16to16_s2",
+            ConvGeom {
+                c_in: 16,
+                h: 14,
+                w: 14,
+                c_out: 16,
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ),
+    ];
+    let n = 256;
+    let mut group = c.benchmark_group("conv_fwd_bwd_b256_f32");
+    for (name, g) in layers {
+        let x: Vec<f32> = (0..n * g.in_features()).map(|_| rng.gen()).collect();
+        let w: Vec<f32> = (0..g.weight_len()).map(|_| rng.gen::<f32>() - 0.5).collect();
+        let b = vec![0.1f32; g.c_out];
+        let dy: Vec<f32> = (0..n * g.out_features()).map(|_| rng.gen::<f32>() - 0.5).collect();
+        group.bench_function(name, |bch| {
+            bch.iter(|| {
+                let (y, cols) = forward_raw(&g, &x, &w, &b, n, true);
+                let r = backward_raw(&g, &cols.unwrap(), &w, &dy, n, true);
+                (y, r.dw)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gradient(c: &mut Criterion) {
+    let cnn = Cnn::new(&CnnConfig::default()).unwrap();
+    let theta: Vec<f32> = cnn.init(0);
+    let mut group = c.benchmark_group("cnn_gradient_f32");
+    group.sample_size(10);
+    for n in [256usize, 1024] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
+        let pixels: Vec<f32> = (0..n * 784).map(|_| rng.gen()).collect();
+        let labels: Vec<u32> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |bch, _| {
+            bch.iter(|| {
+                loss_and_grad(&cnn, &theta, &Inputs::Images { pixels: &pixels }, &labels)
+                    .unwrap()
+                    .loss
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv, gradient);
+criterion_main!(benches);
