@@ -121,8 +121,8 @@ impl ReproConfig {
                 model: CnnConfig::default(),
                 init_seed: 2,
                 phases: vec![
-                    phase(TrainSet::DigitsAndPatterns, 2500, 128, 2e-3, 21, 100),
-                    phase(TrainSet::Mixed, 500, 128, 5e-4, 22, 100),
+                    phase(TrainSet::DigitsAndPatterns, 5000, 128, 3e-3, 21, 250),
+                    phase(TrainSet::Mixed, 500, 128, 3e-4, 22, 100),
                 ],
             },
             modadd: ModAddRecipe {
