@@ -43,7 +43,10 @@ use gensplit_models::{BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, 
 pub struct DualAct<E: Float, TT> {
     /// The primal value, recording the backward graph down to θ.
     pub primal: T2<E, Taped<E>>,
-    /// The tangent `(∂a/∂θ)·v`; `None` means identically zero.
+    /// The tangent `(∂a/∂θ)·v`. `None` means identically zero *and* marks
+    /// an activation that does not depend on θ at all (the network input):
+    /// the next layer's tangent `x Vᵀ + c` (or `conv(x, V, c)`) is then
+    /// a constant and records no backward operation.
     pub tangent: Option<T2<E, TT>>,
 }
 
@@ -175,14 +178,14 @@ where
         let out = self.layout.block(w).shape[0];
         let wt = self.block2(w).permute::<(usize, usize), Axes2<1, 0>>();
         let wt_t: T2<E, TT> = wt.retaped();
-        let x_t: T2<E, TT> = x.primal.retaped();
         let vt = self.vblock2(w).permute::<(usize, usize), Axes2<1, 0>>();
         let c = self.vblock(b).broadcast_like::<_, Axis<0>>(&(n, out));
         // ż = ẋ Wᵀ + x Vᵀ + c
-        let mut tangent = x_t.matmul(vt) + c;
-        if let Some(xd) = x.tangent {
-            tangent = xd.matmul(wt_t) + tangent;
-        }
+        let tangent = match x.tangent {
+            Some(xd) => xd.matmul(wt_t) + (x.primal.retaped::<TT>().matmul(vt) + c),
+            // x does not depend on θ: x Vᵀ + c is a constant.
+            None => (x.primal.retaped::<NoneTape>().matmul(vt) + c).put_tape(TT::default()),
+        };
         let bias = self.block(b).broadcast_like::<_, Axis<0>>(&(n, out));
         let primal = x.primal.matmul(wt) + bias;
         DualAct {
@@ -194,13 +197,16 @@ where
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
         let wb = self.block(w);
         let w_t: T1<E, TT> = wb.retaped();
-        let x_t: T2<E, TT> = x.primal.retaped();
-        // ż = conv(x, V, c) + conv(ẋ, W, 0)
-        let mut tangent = conv2d(x_t, self.vblock(w), self.vblock(b), geom);
-        if let Some(xd) = x.tangent {
-            let zero: T1<E> = self.dev.zeros_like(&(geom.c_out,));
-            tangent = conv2d(xd, w_t, zero, geom) + tangent;
-        }
+        let (v, c) = (self.vblock(w), self.vblock(b));
+        // ż = conv(ẋ, W, 0) + conv(x, V, c)
+        let tangent = match x.tangent {
+            Some(xd) => {
+                let zero: T1<E> = self.dev.zeros_like(&(geom.c_out,));
+                conv2d(xd, w_t, zero, geom) + conv2d(x.primal.retaped::<TT>(), v, c, geom)
+            }
+            // x does not depend on θ: conv(x, V, c) is a constant.
+            None => conv2d(x.primal.retaped::<NoneTape>(), v, c, geom).put_tape(TT::default()),
+        };
         let primal = conv2d(x.primal, wb, self.block(b), geom);
         DualAct {
             primal,
