@@ -429,3 +429,57 @@ fn errors_are_typed() {
     let msg = HvpError::DirectionLength { expected: 5, got: 3 }.to_string();
     assert!(msg.contains('5') && msg.contains('3'), "{msg}");
 }
+
+/// The tangent of the logits is the JVP `J v` (central differences of the
+/// logits), and the primal logits are the ordinary forward's.
+#[test]
+fn dual_forward_is_the_jvp() {
+    use dfdx::prelude::{NoneTape, TensorFromVec};
+    fn check<M: Model>(name: &str, m: &M, data: &Dataset) {
+        let theta: Vec<f64> = m.init(9);
+        let v = random_vec(theta.len(), 90);
+        let dev = gensplit_models::Dev::default();
+        let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
+        let mut ops = gensplit_hvp::Dual::<f64, NoneTape>::new(m.layout(), th, &v).unwrap();
+        let out = m.forward(&mut ops, &data.inputs());
+        let z = out.primal.as_vec();
+        let zdot = out.tangent.unwrap().as_vec();
+        let z_ref = evaluate_logits(m, &theta, &data.inputs()).unwrap();
+        assert_eq!(z, z_ref, "{name}: Dual primal logits differ from Primal's");
+        let err = EPSILONS
+            .iter()
+            .map(|&e| {
+                let at = |s: f64| {
+                    let t: Vec<f64> = theta.iter().zip(&v).map(|(a, b)| a + s * b).collect();
+                    evaluate_logits(m, &t, &data.inputs()).unwrap()
+                };
+                let (zp, zm) = (at(e), at(-e));
+                let fd: Vec<f64> = zp.iter().zip(&zm).map(|(a, b)| (a - b) / (2.0 * e)).collect();
+                rel_err(&zdot, &fd)
+            })
+            .fold(f64::INFINITY, f64::min);
+        eprintln!("{name}: tangent ż vs FD of the logits, best relative error {err:.3e}");
+        assert!(err <= 1e-8, "{name}: JVP relative error {err:e}");
+    }
+    check("cnn", &tiny_cnn(), &image_data(6, 9));
+    check("mlp", &tiny_mlp(), &modadd_data(7));
+}
+
+/// The streamed loss and gradient equal the one-batch `loss_and_grad`.
+#[test]
+fn loss_grad_matches_models() {
+    let m = tiny_cnn();
+    let data = image_data(9, 10);
+    let theta: Vec<f64> = m.init(10);
+    let reference = loss_and_grad(&m, &theta, &data.inputs(), &data.labels).unwrap();
+    let (loss, grad) = HessianOperator::new(&m, theta, &data, 4, Curvature::Hessian)
+        .unwrap()
+        .loss_grad()
+        .unwrap();
+    let (el, eg) = (
+        (loss - reference.loss).abs() / reference.loss,
+        rel_err(&grad, &reference.grad),
+    );
+    eprintln!("loss_grad (batches of 4) vs loss_and_grad: loss {el:.3e}, gradient {eg:.3e}");
+    assert!(el <= 1e-13 && eg <= 1e-13);
+}
