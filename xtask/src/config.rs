@@ -2,6 +2,7 @@
 //! Two presets: [`ReproConfig::full`] (the results in the report) and
 //! [`ReproConfig::quick`] (a small end-to-end smoke run for CI).
 
+use crate::hessian::HessianConfig;
 use gensplit_data::modular::ModAddConfig;
 use gensplit_data::patterns::PatternConfig;
 use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, Schedule, TrainConfig};
@@ -81,6 +82,11 @@ pub struct ReproConfig {
     pub cnn_pretrained: CnnRecipe,
     /// Modular addition.
     pub modadd: ModAddRecipe,
+    /// Hessian of the pretrained CNN on held-out digits, patterns, mixed.
+    pub hessian_images: HessianConfig,
+    /// Hessian of the modular MLP's training loss (`subset` is ignored: all
+    /// training pairs).
+    pub hessian_modadd: HessianConfig,
 }
 
 fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_every: usize) -> Phase {
@@ -150,6 +156,28 @@ impl ReproConfig {
                 },
                 key_fraction: gensplit_models::fourier::DEFAULT_KEY_FRACTION,
             },
+            hessian_images: HessianConfig {
+                k: 20,
+                tol: 1e-4,
+                max_matvecs: 400,
+                subset: 2048,
+                batch_size: 512,
+                seed: 7,
+                slq_probes: 3,
+                slq_steps: 40,
+                slq_subset: 512,
+            },
+            hessian_modadd: HessianConfig {
+                k: 20,
+                tol: 1e-4,
+                max_matvecs: 400,
+                subset: 0,
+                batch_size: 0,
+                seed: 8,
+                slq_probes: 3,
+                slq_steps: 40,
+                slq_subset: usize::MAX,
+            },
         }
     }
 
@@ -175,6 +203,17 @@ impl ReproConfig {
         c.modadd.train.steps = 1_500;
         c.modadd.train.eval_every = 250;
         c.modadd.train.checkpoint_every = 500;
+        c.hessian_images.k = 5;
+        c.hessian_images.subset = 256;
+        c.hessian_images.batch_size = 128;
+        c.hessian_images.max_matvecs = 120;
+        c.hessian_images.slq_probes = 2;
+        c.hessian_images.slq_steps = 15;
+        c.hessian_images.slq_subset = 128;
+        c.hessian_modadd.k = 5;
+        c.hessian_modadd.max_matvecs = 120;
+        c.hessian_modadd.slq_probes = 2;
+        c.hessian_modadd.slq_steps = 15;
         c
     }
 
@@ -204,6 +243,15 @@ impl ReproConfig {
         c.modadd.train.steps = 20;
         c.modadd.train.eval_every = 10;
         c.modadd.train.checkpoint_every = 10;
+        c.hessian_images.k = 2;
+        c.hessian_images.subset = 32;
+        c.hessian_images.batch_size = 16;
+        c.hessian_images.max_matvecs = 40;
+        c.hessian_images.slq_steps = 5;
+        c.hessian_images.slq_subset = 16;
+        c.hessian_modadd.k = 2;
+        c.hessian_modadd.max_matvecs = 40;
+        c.hessian_modadd.slq_steps = 5;
         c
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod config;
+pub mod hessian;
 pub mod report;
 pub mod stages;
 

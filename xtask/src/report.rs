@@ -38,6 +38,22 @@ pub fn summary(out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> s
     timings.insert("total".into(), json!(total_s));
     let m = &out.modadd;
     let compute = |stage: &str| runs.iter().find(|r| r.stage == stage).and_then(|r| r.compute_seconds);
+    let mut hessian = serde_json::Map::new();
+    for h in &out.hessian {
+        hessian.insert(
+            h.set.clone(),
+            json!({
+                "top_eigenvalues": h.values,
+                "max_rel_residual": h.max_rel_residual(),
+                "matvecs": h.matvecs,
+                "seconds": compute(&format!("hessian_{}", h.set)),
+                "stop": h.stop,
+                "samples": h.samples,
+                "loss": h.loss,
+                "slq_matvecs": h.slq_matvecs,
+            }),
+        );
+    }
     json!({
         "config": {"quick": quick},
         "cnn_mixed_only": {"acc": acc_obj(&out.cnn_mixed_only), "train_seconds": compute("train_cnn_mixed_only")},
@@ -50,6 +66,7 @@ pub fn summary(out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> s
             "step_test_99": m.step_test_99,
             "train_seconds": compute("train_modadd"),
         },
+        "hessian": hessian,
         "timings_s": timings,
         "stages": stages,
     })
@@ -188,6 +205,111 @@ fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "—".into())
 }
 
+/// Top-k Hessian eigenvalues per set, log scale (SVG).
+pub fn spectra_svg(path: &Path, out: &Outputs) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 400)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let pos: Vec<f64> = out
+            .hessian
+            .iter()
+            .flat_map(|h| h.values.iter().copied())
+            .filter(|v| *v > 0.0)
+            .collect();
+        let (lo, hi) = pos
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = if pos.is_empty() {
+            (1e-6, 1.0)
+        } else {
+            (lo / 2.0, hi * 2.0)
+        };
+        let kmax = out.hessian.iter().map(|h| h.values.len()).max().unwrap_or(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Top Hessian eigenvalues (positive ones, log scale)", ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.5f64..kmax + 0.5, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("index i (largest first)")
+            .y_desc("eigenvalue (nats per unit parameter squared)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()?;
+        let colors = [BLUE, GREEN, RED, MAGENTA];
+        for (i, h) in out.hessian.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            let pts: Vec<(f64, f64)> = h
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(j, &v)| ((j + 1) as f64, v))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(h.set.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
+/// SLQ spectral densities, one panel per set (SVG, log density axis).
+pub fn density_svg(path: &Path, out: &Outputs) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((2, 2));
+        for (h, area) in out.hessian.iter().zip(panels.iter()) {
+            if h.slq_nodes.is_empty() {
+                continue;
+            }
+            let (lo, hi) = h
+                .slq_nodes
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let sigma = (hi - lo).max(1e-12) / 100.0;
+            let grid = gensplit_eigen::slq::linspace(lo - 5.0 * sigma, hi + 5.0 * sigma, 400);
+            let dens = gensplit_eigen::slq::gaussian_density(&h.slq_nodes, &h.slq_weights, &grid, sigma);
+            let dmax = dens.iter().cloned().fold(0.0, f64::max).max(1e-300);
+            let floor = dmax * 1e-8;
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{} (SLQ, {} HVPs)", h.set, h.slq_matvecs), ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(55)
+                .build_cartesian_2d(grid[0]..grid[grid.len() - 1], (floor..dmax * 2.0).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("eigenvalue")
+                .y_desc("density")
+                .x_label_formatter(&|x| format!("{x:.1e}"))
+                .y_label_formatter(&|y| format!("{y:.0e}"))
+                .x_labels(5)
+                .draw()?;
+            chart.draw_series(LineSeries::new(
+                grid.iter().zip(&dens).map(|(&x, &d)| (x, d.max(floor))),
+                BLUE.stroke_width(2),
+            ))?;
+        }
+        root.present()?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
 /// Writes `report/` (report.md, figures, summary.json).
 pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> Result<()> {
     let fig = dir.join("figures");
@@ -209,6 +331,8 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
         &out.modadd.trained,
     )?;
     fourier_svg(&fig.join("modadd_fourier.svg"), out)?;
+    spectra_svg(&fig.join("hessian_spectra.svg"), out)?;
+    density_svg(&fig.join("hessian_density.svg"), out)?;
 
     let s = summary(out, quick, runs, total_s);
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
@@ -269,6 +393,42 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
     writeln!(
         md,
         "![curves](figures/curves_modadd.svg)\n\n![fourier](figures/modadd_fourier.svg)\n"
+    )?;
+    writeln!(md, "## Hessian spectra\n")?;
+    writeln!(
+        md,
+        "Top eigenpairs of the loss Hessian by Lanczos (full reorthogonalization, thick restart) on exact \
+         Hessian-vector products: the pretrained CNN on held-out digits, patterns and mixed images, and the \
+         modular MLP on its training pairs (cross-entropy only, no weight-decay term). Residual = \
+         max ‖Hv − λv‖ / max |λ|; densities by stochastic Lanczos quadrature on a smaller subset.\n"
+    )?;
+    writeln!(
+        md,
+        "| set | samples | loss | top-5 eigenvalues | max rel. residual | HVPs | stop | seconds |"
+    )?;
+    writeln!(md, "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: |")?;
+    for h in &out.hessian {
+        let secs = runs
+            .iter()
+            .find(|r| r.stage == format!("hessian_{}", h.set))
+            .and_then(|r| r.compute_seconds);
+        let top: Vec<String> = h.values.iter().take(5).map(|v| format!("{v:.4}")).collect();
+        writeln!(
+            md,
+            "| {} | {} | {:.4} | {} | {:.1e} | {} | {} | {} |",
+            h.set,
+            h.samples,
+            h.loss,
+            top.join(", "),
+            h.max_rel_residual(),
+            h.matvecs,
+            h.stop,
+            secs.map(|s| format!("{s:.0}")).unwrap_or_else(|| "—".into())
+        )?;
+    }
+    writeln!(
+        md,
+        "\n![spectra](figures/hessian_spectra.svg)\n\n![density](figures/hessian_density.svg)\n"
     )?;
     writeln!(
         md,

@@ -22,6 +22,8 @@ pub mod version {
     pub const TRAIN_CNN: u32 = 1;
     /// `train_modadd`
     pub const TRAIN_MODADD: u32 = 1;
+    /// `hessian_*`
+    pub const HESSIAN: u32 = 1;
 }
 
 /// How a stage was satisfied in this run.
@@ -390,6 +392,8 @@ pub struct Outputs {
     pub cnn_pretrained: Trained,
     /// Modular addition.
     pub modadd: ModAddResult,
+    /// Hessian spectra: digits, patterns, mixed (pretrained CNN), modadd.
+    pub hessian: Vec<crate::hessian::HessianResult>,
 }
 
 /// Runs every stage of `cfg`.
@@ -415,20 +419,51 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         &[data_key],
         || train_cnn("cnn_mixed_only", &cfg.cnn_mixed_only, &cfg.data, &images),
     )?;
-    let (_, cnn_pretrained) = ctx.stage(
+    let (pre_key, cnn_pretrained) = ctx.stage(
         "train_cnn_pretrained",
         version::TRAIN_CNN,
         &cfg.cnn_pretrained,
         &[data_key],
         || train_cnn("cnn_pretrained", &cfg.cnn_pretrained, &cfg.data, &images),
     )?;
-    let (_, modadd) = ctx.stage("train_modadd", version::TRAIN_MODADD, &cfg.modadd, &[], || {
+    let (mod_key, modadd) = ctx.stage("train_modadd", version::TRAIN_MODADD, &cfg.modadd, &[], || {
         train_modadd(&cfg.modadd)
     })?;
+    let mut hessian = Vec::new();
+    let hc = &cfg.hessian_images;
+    for (set, images) in [
+        ("digits", &images.test_digits),
+        ("patterns", &images.test_patterns),
+        ("mixed", &images.test_mixed),
+    ] {
+        let stage = format!("hessian_{set}");
+        let (_, h) = ctx.stage(&stage, version::HESSIAN, &(hc, set), &[pre_key, data_key], || {
+            let data = Dataset::from_images(&images.first(hc.subset));
+            crate::hessian::run(set, &cnn_pretrained, &data, hc)
+        })?;
+        hessian.push(h);
+    }
+    let (_, h) = ctx.stage(
+        "hessian_modadd",
+        version::HESSIAN,
+        &cfg.hessian_modadd,
+        &[mod_key],
+        || {
+            let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
+            crate::hessian::run(
+                "modadd",
+                &modadd.trained,
+                &Dataset::from_modadd(&data.train),
+                &cfg.hessian_modadd,
+            )
+        },
+    )?;
+    hessian.push(h);
     Ok(Outputs {
         data,
         cnn_mixed_only,
         cnn_pretrained,
         modadd,
+        hessian,
     })
 }

@@ -43,7 +43,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     xtask::reproduce(&cfg, &b, false, &mnist()).unwrap();
     // same config and seeds -> bit-identical artifacts
     let (fa, fb) = (artifacts(&a), artifacts(&b));
-    assert_eq!(fa.len(), 4);
+    assert_eq!(fa.len(), 8); // data, 3 training, 4 Hessian stages
     assert_eq!(fa, fb);
 
     // second run in the same directory: every stage is a cache hit
@@ -69,8 +69,11 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     // a different seed changes the key (new file), not the old artifact
     let mut cfg2 = cfg.clone();
     cfg2.modadd.init_seed += 1;
-    xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
-    assert_eq!(artifacts(&a).len(), 5);
+    // ... and of everything downstream of it (train_modadd, hessian_modadd)
+    let runs = xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
+    let recomputed: Vec<&str> = runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect();
+    assert_eq!(recomputed, ["train_modadd", "hessian_modadd"]);
+    assert_eq!(artifacts(&a).len(), 10);
 
     // summary.json has the documented schema
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("report/summary.json")).unwrap()).unwrap();
@@ -85,6 +88,16 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     assert!(s["config"]["quick"].as_bool().is_some());
     for stage in ["data", "train_cnn_mixed_only", "train_cnn_pretrained", "train_modadd"] {
         assert!(s["timings_s"][stage].as_f64().is_some(), "timings_s.{stage}");
+    }
+    for set in ["digits", "patterns", "mixed", "modadd"] {
+        let h = &s["hessian"][set];
+        assert_eq!(
+            h["top_eigenvalues"].as_array().map(|a| a.len()),
+            Some(2),
+            "hessian.{set}"
+        );
+        assert!(h["max_rel_residual"].as_f64().is_some() && h["matvecs"].as_u64().is_some());
+        assert!(h["seconds"].as_f64().is_some(), "hessian.{set}.seconds");
     }
     for f in [
         "report.md",

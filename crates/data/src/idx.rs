@@ -191,11 +191,7 @@ pub fn encode_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> V
 pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + labels.len());
     out.extend_from_slice(&LABELS_MAGIC.to_be_bytes());
-    out.extend_from_slice(
-        &u32::try_from(labels.len())
-            .expect("fits in u32")
-            .to_be_bytes(),
-    );
+    out.extend_from_slice(&u32::try_from(labels.len()).expect("fits in u32").to_be_bytes());
     out.extend_from_slice(labels);
     out
 }
@@ -239,10 +235,7 @@ mod tests {
         );
         assert!(e.to_string().contains("test.idx"));
         // truncated header
-        assert!(matches!(
-            parse_images(&enc[..7], p()),
-            Err(DataError::Truncated { .. })
-        ));
+        assert!(matches!(parse_images(&enc[..7], p()), Err(DataError::Truncated { .. })));
         // trailing data
         let mut long = enc.clone();
         long.push(0);
@@ -253,10 +246,7 @@ mod tests {
         // labels file given as images
         let lab = encode_labels(&[1, 2, 3]);
         let e = parse_images(&lab, p()).unwrap_err();
-        assert!(matches!(
-            e,
-            DataError::Truncated { .. } | DataError::BadMagic { .. }
-        ));
+        assert!(matches!(e, DataError::Truncated { .. } | DataError::BadMagic { .. }));
         let mut wrong = enc.clone();
         wrong[3] = 0x01;
         assert!(matches!(
@@ -276,22 +266,10 @@ mod tests {
         enc[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
         enc[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
         let e = parse_images(&enc, p()).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::Truncated {
-                    expected: u64::MAX,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, DataError::Truncated { expected: u64::MAX, .. }), "{e}");
         let mut lab = encode_labels(&[1]);
         lab[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(
-            parse_labels(&lab, p()),
-            Err(DataError::Truncated { .. })
-        ));
+        assert!(matches!(parse_labels(&lab, p()), Err(DataError::Truncated { .. })));
     }
 
     #[test]
@@ -306,10 +284,7 @@ mod tests {
             parse_labels(&encode_images(1, 1, 1, &[0]), p()),
             Err(DataError::BadMagic { .. })
         ));
-        assert_eq!(
-            parse_labels(&encode_labels(&[]), p()).unwrap(),
-            Vec::<u8>::new()
-        );
+        assert_eq!(parse_labels(&encode_labels(&[]), p()).unwrap(), Vec::<u8>::new());
     }
 
     #[test]
@@ -323,10 +298,7 @@ mod tests {
         let e = decode(gz[..gz.len() / 2].to_vec(), p()).unwrap_err();
         assert!(matches!(e, DataError::BadGzip { .. }), "{e}");
         // just the magic
-        assert!(matches!(
-            decode(vec![0x1f, 0x8b], p()),
-            Err(DataError::BadGzip { .. })
-        ));
+        assert!(matches!(decode(vec![0x1f, 0x8b], p()), Err(DataError::BadGzip { .. })));
         // corrupted trailer (crc)
         let mut bad = gz.clone();
         let n = bad.len();

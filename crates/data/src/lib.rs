@@ -90,12 +90,7 @@ impl ImageSet {
                 got: self.images.len(),
             });
         }
-        if let Some((index, &value)) = self
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= CLASSES)
-        {
+        if let Some((index, &value)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= CLASSES) {
             return Err(DataError::InvalidConfig {
                 field: "labels",
                 reason: format!("label #{index} is {value}, expected 0..=9"),

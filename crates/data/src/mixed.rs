@@ -55,22 +55,14 @@ pub fn average(digits: &ImageSet, patterns: &ImageSet) -> Result<ImageSet, DataE
         .enumerate()
         .find(|(_, (d, p))| d != p)
     {
-        return Err(DataError::LabelMismatch {
-            index,
-            digit,
-            pattern,
-        });
+        return Err(DataError::LabelMismatch { index, digit, pattern });
     }
     Ok(blend(digits, patterns, digits.labels.clone()))
 }
 
 /// Pixel-wise `(d + p) / 2` of two equally long sets whose labels may differ;
 /// the result keeps the labels of `source`.
-pub fn average_with_labels(
-    digits: &ImageSet,
-    patterns: &ImageSet,
-    source: LabelSource,
-) -> Result<ImageSet, DataError> {
+pub fn average_with_labels(digits: &ImageSet, patterns: &ImageSet, source: LabelSource) -> Result<ImageSet, DataError> {
     check_shapes(digits, patterns)?;
     let labels = match source {
         LabelSource::Digits => digits.labels.clone(),
@@ -97,11 +89,7 @@ mod tests {
         assert_eq!(m.images[3], 0.5);
         assert_eq!(m.images[4], 0.25);
         let one = constant(1.0, &[1, 2]);
-        assert!(average(&one, &one)
-            .unwrap()
-            .images
-            .iter()
-            .all(|&v| v == 1.0));
+        assert!(average(&one, &one).unwrap().images.iter().all(|&v| v == 1.0));
     }
 
     #[test]

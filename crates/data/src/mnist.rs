@@ -88,17 +88,11 @@ pub fn default_dir() -> PathBuf {
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn expected_sha(name: &str) -> Option<&'static str> {
-    MNIST_SHA256
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, h)| *h)
+    MNIST_SHA256.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
 }
 
 const RESTORE_HINT: &str = "The shipped MNIST lives in fixtures/mnist and is tracked in git: \
@@ -173,11 +167,7 @@ pub fn load(dir: &Path, split: Split, verify: Verify) -> Result<ImageSet, DataEr
             labels: labels.len(),
         });
     }
-    if let Some((index, &value)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= CLASSES)
-    {
+    if let Some((index, &value)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= CLASSES) {
         return Err(DataError::BadLabel {
             path: lab_path,
             index,
@@ -185,10 +175,7 @@ pub fn load(dir: &Path, split: Split, verify: Verify) -> Result<ImageSet, DataEr
         });
     }
     let pixels = images.pixels.iter().map(|&b| b as f32 / 255.0).collect();
-    Ok(ImageSet {
-        images: pixels,
-        labels,
-    })
+    Ok(ImageSet { images: pixels, labels })
 }
 
 #[cfg(test)]
@@ -222,10 +209,7 @@ mod tests {
     fn write_small(dir: &Path, n: usize, rows: usize, labels: &[u8], gz: bool) {
         let img = encode_images(n, rows, rows, &vec![255u8; n * rows * rows]);
         let lab = encode_labels(labels);
-        for (name, bytes) in [
-            ("t10k-images-idx3-ubyte", img),
-            ("t10k-labels-idx1-ubyte", lab),
-        ] {
+        for (name, bytes) in [("t10k-images-idx3-ubyte", img), ("t10k-labels-idx1-ubyte", lab)] {
             if gz {
                 use std::io::Write;
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -272,12 +256,7 @@ mod tests {
             std::fs::copy(src.join(name), t.0.join(name)).unwrap();
         }
         // an intact copy verifies
-        assert_eq!(
-            load(&t.0, Split::Test, Verify::MnistChecksums)
-                .unwrap()
-                .len(),
-            10_000
-        );
+        assert_eq!(load(&t.0, Split::Test, Verify::MnistChecksums).unwrap().len(), 10_000);
         // change one label (to another valid label) and store the labels raw
         // (the .gz is tried first, so remove it).
         let lab_gz = t.0.join("t10k-labels-idx1-ubyte.gz");
@@ -328,11 +307,7 @@ mod tests {
         write_small(&t.0, 2, 27, &[1, 2], false);
         assert!(matches!(
             load(&t.0, Split::Test, Verify::None),
-            Err(DataError::BadDimensions {
-                rows: 27,
-                cols: 27,
-                ..
-            })
+            Err(DataError::BadDimensions { rows: 27, cols: 27, .. })
         ));
         let t = TempDir::new();
         write_small(&t.0, 2, 28, &[1, 10], false);
@@ -362,11 +337,7 @@ mod tests {
         let t = TempDir::new();
         write_small(&t.0, 1, 28, &[1], false);
         std::fs::rename(t.0.join("t10k-images-idx3-ubyte"), t.0.join("tmp")).unwrap();
-        std::fs::rename(
-            t.0.join("t10k-labels-idx1-ubyte"),
-            t.0.join("t10k-images-idx3-ubyte"),
-        )
-        .unwrap();
+        std::fs::rename(t.0.join("t10k-labels-idx1-ubyte"), t.0.join("t10k-images-idx3-ubyte")).unwrap();
         std::fs::rename(t.0.join("tmp"), t.0.join("t10k-labels-idx1-ubyte")).unwrap();
         assert!(matches!(
             load(&t.0, Split::Test, Verify::None),

@@ -162,11 +162,7 @@ mod tests {
         assert_eq!(d.test.len(), 1740);
         check(&cfg, &d);
         assert_eq!(generate(&cfg).unwrap(), d);
-        let other = generate(&ModAddConfig {
-            seed: 1,
-            ..cfg.clone()
-        })
-        .unwrap();
+        let other = generate(&ModAddConfig { seed: 1, ..cfg.clone() }).unwrap();
         assert_ne!(other.train, d.train);
         // all labels occur in training
         let labels: HashSet<u32> = d.train.labels.iter().copied().collect();
@@ -185,14 +181,8 @@ mod tests {
             ModAddConfig { p: 0, ..d() },
             ModAddConfig { p: 1, ..d() },
             ModAddConfig { p: 1001, ..d() },
-            ModAddConfig {
-                train_frac: 0.0,
-                ..d()
-            },
-            ModAddConfig {
-                train_frac: 1.0,
-                ..d()
-            },
+            ModAddConfig { train_frac: 0.0, ..d() },
+            ModAddConfig { train_frac: 1.0, ..d() },
             ModAddConfig {
                 train_frac: f64::NAN,
                 ..d()

@@ -98,10 +98,7 @@ impl PatternConfig {
             );
         }
         if !(0.0..=1.0).contains(&self.flip_prob) {
-            return bad(
-                "flip_prob",
-                format!("must be in [0, 1], got {}", self.flip_prob),
-            );
+            return bad("flip_prob", format!("must be in [0, 1], got {}", self.flip_prob));
         }
         if self.prototypes_per_class == 0 || self.prototypes_per_class > MAX_PROTOTYPES_PER_CLASS {
             return bad(
@@ -225,9 +222,7 @@ impl Codebook {
     }
 
     fn render_into(&self, cells: &[bool], img: &mut [f32]) {
-        let PatternConfig {
-            grid, cell, border, ..
-        } = self.cfg;
+        let PatternConfig { grid, cell, border, .. } = self.cfg;
         assert_eq!(cells.len(), grid * grid, "cell count");
         for r in 0..grid * cell {
             for c in 0..grid * cell {
@@ -268,11 +263,7 @@ pub fn generate(cb: &Codebook, labels: &[u8], stream: Stream) -> ImageSet {
 
 /// Like [`generate`], but returns [`DataError::InvalidConfig`] for a label `>= CLASSES`.
 pub fn try_generate(cb: &Codebook, labels: &[u8], stream: Stream) -> Result<ImageSet, DataError> {
-    if let Some((i, &l)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= CLASSES)
-    {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= CLASSES) {
         return Err(DataError::InvalidConfig {
             field: "labels",
             reason: format!("label #{i} is {l}, expected 0..=9"),
@@ -316,14 +307,8 @@ mod tests {
             PatternConfig { border: 3, ..d() },
             PatternConfig { cell: 0, ..d() },
             PatternConfig { grid: 0, ..d() },
-            PatternConfig {
-                flip_prob: -0.1,
-                ..d()
-            },
-            PatternConfig {
-                flip_prob: 1.5,
-                ..d()
-            },
+            PatternConfig { flip_prob: -0.1, ..d() },
+            PatternConfig { flip_prob: 1.5, ..d() },
             PatternConfig {
                 flip_prob: f64::NAN,
                 ..d()
@@ -366,10 +351,7 @@ mod tests {
             prototypes_per_class: 1,
             ..Default::default()
         };
-        assert!(matches!(
-            Codebook::new(&cfg),
-            Err(DataError::InvalidConfig { .. })
-        ));
+        assert!(matches!(Codebook::new(&cfg), Err(DataError::InvalidConfig { .. })));
     }
 
     #[test]
@@ -432,12 +414,7 @@ mod tests {
             let (best_class, best_d) = (0..CLASSES)
                 .flat_map(|c| (0..10).map(move |k| (c, k)))
                 .map(|(c, k)| {
-                    let d = cb
-                        .prototype(c, k)
-                        .iter()
-                        .zip(&cells)
-                        .filter(|(a, b)| a != b)
-                        .count();
+                    let d = cb.prototype(c, k).iter().zip(&cells).filter(|(a, b)| a != b).count();
                     (c, d)
                 })
                 .min_by_key(|&(_, d)| d)
@@ -467,19 +444,11 @@ mod tests {
         // prefix stability
         assert_eq!(generate(&cb, &l[..17], Stream::Train), a.first(17));
         // another seed gives another codebook
-        let cb2 = Codebook::new(&PatternConfig {
-            seed: 1,
-            ..cfg.clone()
-        })
-        .unwrap();
+        let cb2 = Codebook::new(&PatternConfig { seed: 1, ..cfg.clone() }).unwrap();
         assert_ne!(cb2, cb);
         assert_ne!(hash(&generate(&cb2, &l, Stream::Train)), hash(&a));
         // flip_prob 0 reproduces the prototypes exactly
-        let cb0 = Codebook::new(&PatternConfig {
-            flip_prob: 0.0,
-            ..cfg
-        })
-        .unwrap();
+        let cb0 = Codebook::new(&PatternConfig { flip_prob: 0.0, ..cfg }).unwrap();
         let z = generate(&cb0, &l, Stream::Train);
         for (i, &label) in l.iter().enumerate() {
             let k = (0..10).find(|&k| cb0.render(cb0.prototype(label as usize, k)) == z.image(i));

@@ -266,10 +266,22 @@ fn gradients_are_deterministic_and_f32_agrees_with_f64() {
 
 #[test]
 fn skipping_the_input_gradient_keeps_parameter_gradients() {
-    let g = ConvGeom { c_in: 2, h: 6, w: 5, c_out: 3, k: 3, stride: 2, pad: 1 };
+    let g = ConvGeom {
+        c_in: 2,
+        h: 6,
+        w: 5,
+        c_out: 3,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
     let n = 3;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-    let (x, w, b) = (rand_vec(&mut rng, n * g.in_features()), rand_vec(&mut rng, g.weight_len()), rand_vec(&mut rng, 3));
+    let (x, w, b) = (
+        rand_vec(&mut rng, n * g.in_features()),
+        rand_vec(&mut rng, g.weight_len()),
+        rand_vec(&mut rng, 3),
+    );
     let r = rand_vec(&mut rng, n * g.out_features());
     let run = |want_dx: bool| {
         let dev = Cpu::default();
@@ -285,7 +297,11 @@ fn skipping_the_input_gradient_keeps_parameter_gradients() {
             want_dx,
         );
         let grads = (y * rt).sum::<Rank0, _>().backward();
-        (grads.get(&xt).as_vec(), grads.get(&wt).as_vec(), grads.get(&bt).as_vec())
+        (
+            grads.get(&xt).as_vec(),
+            grads.get(&wt).as_vec(),
+            grads.get(&bt).as_vec(),
+        )
     };
     let (dx1, dw1, db1) = run(true);
     let (dx0, dw0, db0) = run(false);
