@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod config;
+pub mod export;
 pub mod hessian;
 pub mod report;
 pub mod stages;
@@ -47,4 +48,17 @@ pub fn reproduce(
         t0.elapsed().as_secs_f64()
     );
     Ok(ctx.runs)
+}
+
+/// Runs (or loads from the cache) every stage, then writes `out/export/`
+/// (see [`export`]).
+pub fn export(cfg: &config::ReproConfig, out: &Path, force: bool, digits: &stages::DigitSource) -> Result<()> {
+    let store = artifact::Store::open(&out.join("artifacts"))?;
+    let mut ctx = stages::Ctx {
+        store,
+        force,
+        runs: Vec::new(),
+    };
+    let outputs = stages::run_all(&mut ctx, cfg, digits)?;
+    export::write(out, cfg, &outputs).with_context(|| format!("writing the export to {}", out.join("export").display()))
 }

@@ -19,6 +19,9 @@ struct Cli {
 enum Cmd {
     /// Run every pipeline stage and write the report.
     Reproduce(ReproduceArgs),
+    /// Write models, evaluation subsets and Hessian eigenpairs as .npy files with a JSON index
+    /// (runs the stages that are not cached yet).
+    Export(ReproduceArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,22 +48,27 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
-        Cmd::Reproduce(args) => {
-            let cfg = if args.quick {
-                config::ReproConfig::quick()
-            } else {
-                config::ReproConfig::full()
-            };
-            let digits = match args.digits_dir {
-                Some(dir) => stages::DigitSource { dir, verify: false },
-                None => stages::DigitSource {
-                    dir: gensplit_data::mnist::default_dir(),
-                    verify: true,
-                },
-            };
-            xtask::reproduce(&cfg, &args.out.unwrap_or_else(workspace_root), args.force, &digits)?;
-            Ok(())
-        }
+    let (export, args) = match Cli::parse().cmd {
+        Cmd::Reproduce(args) => (false, args),
+        Cmd::Export(args) => (true, args),
+    };
+    let cfg = if args.quick {
+        config::ReproConfig::quick()
+    } else {
+        config::ReproConfig::full()
+    };
+    let digits = match args.digits_dir {
+        Some(dir) => stages::DigitSource { dir, verify: false },
+        None => stages::DigitSource {
+            dir: gensplit_data::mnist::default_dir(),
+            verify: true,
+        },
+    };
+    let out = args.out.unwrap_or_else(workspace_root);
+    if export {
+        xtask::export(&cfg, &out, args.force, &digits)?;
+    } else {
+        xtask::reproduce(&cfg, &out, args.force, &digits)?;
     }
+    Ok(())
 }

@@ -394,6 +394,8 @@ pub struct Outputs {
     pub modadd: ModAddResult,
     /// Hessian spectra: digits, patterns, mixed (pretrained CNN), modadd.
     pub hessian: Vec<crate::hessian::HessianResult>,
+    /// The image datasets (in memory, for the export).
+    pub images: Images,
 }
 
 /// Runs every stage of `cfg`.
@@ -465,5 +467,6 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         cnn_pretrained,
         modadd,
         hessian,
+        images,
     })
 }

@@ -107,6 +107,25 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     ] {
         assert!(a.join("report").join(f).exists(), "{f}");
     }
+
+    // export: every indexed array exists with header + shape·itemsize bytes
+    xtask::export(&cfg, &b, false, &mnist()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("export/index.json")).unwrap()).unwrap();
+    let arrays = index["arrays"].as_array().unwrap();
+    assert!(arrays.len() > 30);
+    for arr in arrays {
+        let bytes = std::fs::read(b.join("export").join(arr["file"].as_str().unwrap())).unwrap();
+        let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let n: u64 = arr["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .product();
+        let item = if arr["dtype"] == "<f4" { 4 } else { 8 };
+        assert_eq!(bytes.len() as u64, 10 + hlen as u64 + n * item, "{}", arr["file"]);
+    }
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }
