@@ -13,8 +13,8 @@
 //! | input | `x` | `0` |
 //! | `embed_pair` | `[E(a) ; E(b)]` | `[V_E(a) ; V_E(b)]` |
 //! | `linear` | `z = x Wᵀ + b` | `ż = ẋ Wᵀ + x Vᵀ + c` |
-//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` |
-//! | `relu` | `a = max(z, 0)` | `ȧ = 1[z > 0] · ż` (mask constant) |
+//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` (fused: [`conv2d_dual`]) |
+//! | `relu` | `a = max(z, 0)` | `ȧ = 1[z > 0] · ż` (mask constant; one fused op) |
 //!
 //! The tangent tape type `TT` chooses what the reverse pass differentiates:
 //!
@@ -36,7 +36,7 @@
 use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
-use gensplit_models::conv::{conv2d, ConvGeom};
+use gensplit_models::conv::{conv2d_dual, ConvGeom};
 use gensplit_models::{BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 
 /// A (primal, tangent) activation `[batch, features]`.
@@ -141,6 +141,7 @@ impl<E: Float, TT> Ops<E> for Dual<'_, E, TT>
 where
     Dev: Device<E>,
     TT: Tape<E, Dev> + Merge<TT> + Merge<NoneTape>,
+    Taped<E>: Merge<TT>,
 {
     type Act = DualAct<E, TT>;
 
@@ -195,19 +196,18 @@ where
     }
 
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
-        let wb = self.block(w);
-        let w_t: T1<E, TT> = wb.retaped();
-        let (v, c) = (self.vblock(w), self.vblock(b));
-        // ż = conv(ẋ, W, 0) + conv(x, V, c)
-        let tangent = match x.tangent {
-            Some(xd) => {
-                let zero: T1<E> = self.dev.zeros_like(&(geom.c_out,));
-                conv2d(xd, w_t, zero, geom) + conv2d(x.primal.retaped::<TT>(), v, c, geom)
-            }
-            // x does not depend on θ: conv(x, V, c) is a constant.
-            None => conv2d(x.primal.retaped::<NoneTape>(), v, c, geom).put_tape(TT::default()),
-        };
-        let primal = conv2d(x.primal, wb, self.block(b), geom);
+        // z = conv(x, W, b), ż = conv(ẋ, W, 0) + conv(x, V, c) in one fused
+        // op (one im2col of x); with ẋ = None, ż is a constant.
+        let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
+        let (primal, tangent) = conv2d_dual(
+            x.primal,
+            x.tangent,
+            self.block(w),
+            &self.v[wr],
+            self.block(b),
+            &self.v[br],
+            geom,
+        );
         DualAct {
             primal,
             tangent: Some(tangent),
@@ -215,19 +215,82 @@ where
     }
 
     fn relu(&mut self, x: Self::Act) -> Self::Act {
-        let tangent = x.tangent.map(|t| {
-            let mask: Vec<E> = x
-                .primal
-                .as_vec()
-                .into_iter()
-                .map(|z| if z > E::zero() { E::one() } else { E::zero() })
-                .collect();
-            let mask = self.dev.tensor_from_vec(mask, *x.primal.shape());
-            t * mask
-        });
-        DualAct {
-            primal: x.primal.relu(),
-            tangent,
+        match x.tangent {
+            Some(t) => {
+                let (primal, tangent) = relu_dual(x.primal, t);
+                DualAct {
+                    primal,
+                    tangent: Some(tangent),
+                }
+            }
+            None => DualAct {
+                primal: x.primal.relu(),
+                tangent: None,
+            },
         }
     }
+}
+
+/// Fused ReLU of a (primal, tangent) pair: `a = max(z, 0)`,
+/// `ȧ = 1[z > 0] · ż`, with one backward op on `a`'s tape: with
+/// `G = ∂L/∂a`, `Ġ = ∂L/∂ȧ`, `∂L/∂z += 1[z > 0] · G` and (when `TT` records
+/// a tape) `∂L/∂ż += 1[z > 0] · Ġ`. The mask is a constant (ReLU's second
+/// derivative vanishes almost everywhere). `ȧ` gets an empty tape; its
+/// gradient is complete before this op runs, since its consumers are
+/// recorded later.
+fn relu_dual<E: Float, TT>(z: T2<E, Taped<E>>, zdot: T2<E, TT>) -> (T2<E, Taped<E>>, T2<E, TT>)
+where
+    Dev: Device<E>,
+    TT: Tape<E, Dev>,
+    Taped<E>: Merge<TT>,
+{
+    let shape = *z.shape();
+    let (z, tz) = z.split_tape();
+    let (zd, tzd) = zdot.split_tape();
+    let mut tape = tz.merge(tzd);
+    let mut a = z.as_vec();
+    let mask: Vec<bool> = a.iter().map(|&v| v > E::zero()).collect();
+    let mut ad = zd.as_vec();
+    for ((a, ad), &m) in a.iter_mut().zip(ad.iter_mut()).zip(&mask) {
+        if !m {
+            *a = E::zero();
+            *ad = E::zero();
+        }
+    }
+    let dev = z.device().clone();
+    let a = dev.tensor_from_vec(a, shape);
+    let ad = dev.tensor_from_vec(ad, shape);
+    let (zg, zdg, ag, adg) = (z.ghost(), zd.ghost(), a.ghost(), ad.ghost());
+    let tangent_taped = TT::OWNS_TAPE;
+    tape.add_backward_op(move |grads| {
+        let ga = take_grad::<E>(grads.get_or_alloc_mut(&ag)?);
+        masked_add(cpu_vec::<E>(grads.get_or_alloc_mut(&zg)?), &ga, &mask);
+        *cpu_vec::<E>(grads.get_or_alloc_mut(&ag)?) = ga;
+        if tangent_taped {
+            let gad = take_grad::<E>(grads.get_or_alloc_mut(&adg)?);
+            masked_add(cpu_vec::<E>(grads.get_or_alloc_mut(&zdg)?), &gad, &mask);
+            *cpu_vec::<E>(grads.get_or_alloc_mut(&adg)?) = gad;
+        }
+        Ok(())
+    });
+    (a.put_tape(tape), ad.put_tape(TT::default()))
+}
+
+/// `dst += 1[mask] · src`.
+fn masked_add<E: Float>(dst: &mut [E], src: &[E], mask: &[bool]) {
+    for ((d, &s), &m) in dst.iter_mut().zip(src).zip(mask) {
+        if m {
+            *d += s;
+        }
+    }
+}
+
+/// Moves a gradient buffer out of dfdx's store (put it back via [`cpu_vec`]).
+fn take_grad<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> Vec<E> {
+    std::mem::take(cpu_vec::<E>(v))
+}
+
+/// dfdx's CPU storage as the `Vec` it wraps.
+fn cpu_vec<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut Vec<E> {
+    v
 }

@@ -17,7 +17,7 @@
 //! chunks whose partial weight gradients are summed in chunk order, so results
 //! are bit-identical whatever the thread count.
 
-use crate::{Dev, Float, T1, T2};
+use crate::{Dev, Float, Taped, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use rayon::prelude::*;
@@ -327,6 +327,199 @@ pub fn backward_raw<E: Float>(g: &ConvGeom, cols: &[E], w: &[E], dy: &[E], n: us
     ConvGrads { dx, dw, db }
 }
 
+/// `ys = W · cols` (or `ys += W · cols` when `acc`), one sample: `W` is
+/// `[O, C·k·k]`, `cols` `[C·k·k, Ho·Wo]`.
+fn w_cols<E: Float>(g: &ConvGeom, hw: usize, w: &[E], cols: &[E], ys: &mut [E], acc: bool) {
+    let patch = g.patch();
+    matmul(g.c_out, hw, patch, ys, acc, w, patch, 1, cols, hw, 1);
+}
+
+/// `ys[o, ·] += b[o]`.
+fn add_bias<E: Float>(hw: usize, b: &[E], ys: &mut [E]) {
+    for (row, &bo) in ys.chunks_mut(hw).zip(b) {
+        for v in row {
+            *v += bo;
+        }
+    }
+}
+
+/// `dw += G · colsᵀ`, one sample.
+fn dw_add<E: Float>(g: &ConvGeom, hw: usize, gs: &[E], cols: &[E], dw: &mut [E]) {
+    matmul(g.c_out, g.patch(), hw, dw, true, gs, hw, 1, cols, 1, hw);
+}
+
+/// `dcols = Wᵀ · G` (or `+=` when `acc`), one sample.
+fn wt_g<E: Float>(g: &ConvGeom, hw: usize, w: &[E], gs: &[E], dcols: &mut [E], acc: bool) {
+    let patch = g.patch();
+    matmul(patch, hw, g.c_out, dcols, acc, w, 1, patch, gs, hw, 1);
+}
+
+/// Fused forward of a convolution and its tangent, on plain buffers.
+///
+/// With `cols = im2col(x)` and `colsᵈ = im2col(ẋ)` per sample:
+/// `z = W·cols + b` and `ż = W·colsᵈ + V·cols + c` (`ż = V·cols + c` when
+/// `xdot` is `None`, i.e. ẋ = 0). One im2col of `x` serves both outputs.
+/// Returns `(z, ż)`, each `[n, O·Ho·Wo]`.
+#[allow(clippy::too_many_arguments)]
+pub fn dual_forward_raw<E: Float>(
+    g: &ConvGeom,
+    x: &[E],
+    xdot: Option<&[E]>,
+    w: &[E],
+    v: &[E],
+    b: &[E],
+    c: &[E],
+    n: usize,
+) -> (Vec<E>, Vec<E>) {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    assert_eq!(x.len(), n * fin);
+    assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
+    assert_eq!(w.len(), g.weight_len());
+    assert_eq!(v.len(), g.weight_len());
+    assert_eq!(b.len(), g.c_out);
+    assert_eq!(c.len(), g.c_out);
+    let mut z = vec![E::zero(); n * fout];
+    let mut zd = vec![E::zero(); n * fout];
+    z.par_chunks_mut(fout * CHUNK)
+        .zip(zd.par_chunks_mut(fout * CHUNK))
+        .enumerate()
+        .for_each(|(ci, (zc, zdc))| {
+            let mut cols = vec![E::zero(); patch * hw];
+            let mut cols_d = if xdot.is_some() {
+                vec![E::zero(); patch * hw]
+            } else {
+                Vec::new()
+            };
+            for (s, (zs, zds)) in zc.chunks_mut(fout).zip(zdc.chunks_mut(fout)).enumerate() {
+                let i = ci * CHUNK + s;
+                im2col(g, &x[i * fin..(i + 1) * fin], &mut cols);
+                w_cols(g, hw, w, &cols, zs, false);
+                add_bias(hw, b, zs);
+                match xdot {
+                    Some(xd) => {
+                        im2col(g, &xd[i * fin..(i + 1) * fin], &mut cols_d);
+                        w_cols(g, hw, w, &cols_d, zds, false);
+                        w_cols(g, hw, v, &cols, zds, true);
+                    }
+                    None => w_cols(g, hw, v, &cols, zds, false),
+                }
+                add_bias(hw, c, zds);
+            }
+        });
+    (z, zd)
+}
+
+/// Fused backward of [`dual_forward_raw`], recomputing the im2col matrices
+/// from `x` and `ẋ` (cheaper than storing them). With `G = ∂L/∂z` and
+/// `Ġ = ∂L/∂ż` (`gzdot`, `None` when ż is not differentiated):
+///
+/// * returns `(∂L/∂W, ∂L/∂b)` with `∂L/∂W = Σ_n G_n·colsᵀ + Ġ_n·colsᵈᵀ`
+///   (the second term only when both `Ġ` and `ẋ` are given) and
+///   `∂L/∂b = Σ G`;
+/// * `dx += col2im(Wᵀ·G + Vᵀ·Ġ)` when `dx` is given;
+/// * `dxdot += col2im(Wᵀ·Ġ)` when `dxdot` and `Ġ` are given.
+///
+/// `V` and `c` are constants and get no gradient. Partial sums are per
+/// fixed chunk and reduced in chunk order (thread-count independent).
+#[allow(clippy::too_many_arguments)]
+pub fn dual_backward_raw<E: Float>(
+    g: &ConvGeom,
+    x: &[E],
+    xdot: Option<&[E]>,
+    w: &[E],
+    v: &[E],
+    gz: &[E],
+    gzdot: Option<&[E]>,
+    n: usize,
+    dx: Option<&mut [E]>,
+    dxdot: Option<&mut [E]>,
+) -> (Vec<E>, Vec<E>) {
+    let (ho, wo) = g.out_hw();
+    let hw = ho * wo;
+    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    assert_eq!(x.len(), n * fin);
+    assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
+    assert_eq!(w.len(), g.weight_len());
+    assert_eq!(gz.len(), n * fout);
+    if let Some(gd) = gzdot {
+        assert_eq!(gd.len(), n * fout);
+        assert_eq!(v.len(), g.weight_len());
+    }
+    let dxdot = if gzdot.is_some() { dxdot } else { None };
+    let nch = n.div_ceil(CHUNK);
+    /// Per-chunk pieces of an optional gradient buffer of `len` entries.
+    fn split<E>(d: Option<&mut [E]>, len: usize, piece: usize, nch: usize) -> Vec<Option<&mut [E]>> {
+        match d {
+            Some(d) => {
+                assert_eq!(d.len(), len, "gradient length");
+                d.chunks_mut(piece).map(Some).collect()
+            }
+            None => (0..nch).map(|_| None).collect(),
+        }
+    }
+    let (dxs, dxds) = (
+        split(dx, n * fin, fin * CHUNK, nch),
+        split(dxdot, n * fin, fin * CHUNK, nch),
+    );
+    let parts: Vec<(Vec<E>, Vec<E>)> = dxs
+        .into_par_iter()
+        .zip(dxds)
+        .enumerate()
+        .map(|(ci, (mut dxc, mut dxdc))| {
+            let mut dw = vec![E::zero(); g.weight_len()];
+            let mut db = vec![E::zero(); g.c_out];
+            let mut cols = vec![E::zero(); patch * hw];
+            let need_cols_d = xdot.is_some() && gzdot.is_some();
+            let mut cols_d = if need_cols_d {
+                vec![E::zero(); patch * hw]
+            } else {
+                Vec::new()
+            };
+            let mut dcols = if dxc.is_some() || dxdc.is_some() {
+                vec![E::zero(); patch * hw]
+            } else {
+                Vec::new()
+            };
+            let (lo, hi) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n));
+            for i in lo..hi {
+                let s = i - lo;
+                let gs = &gz[i * fout..(i + 1) * fout];
+                let gds = gzdot.map(|gd| &gd[i * fout..(i + 1) * fout]);
+                im2col(g, &x[i * fin..(i + 1) * fin], &mut cols);
+                dw_add(g, hw, gs, &cols, &mut dw);
+                for (o, row) in gs.chunks(hw).enumerate() {
+                    db[o] += row.iter().fold(E::zero(), |a, &v| a + v);
+                }
+                if let (Some(gds), Some(xd)) = (gds, xdot) {
+                    im2col(g, &xd[i * fin..(i + 1) * fin], &mut cols_d);
+                    dw_add(g, hw, gds, &cols_d, &mut dw);
+                }
+                if let Some(dxc) = dxc.as_deref_mut() {
+                    wt_g(g, hw, w, gs, &mut dcols, false);
+                    if let Some(gds) = gds {
+                        wt_g(g, hw, v, gds, &mut dcols, true);
+                    }
+                    col2im_add(g, &dcols, &mut dxc[s * fin..(s + 1) * fin]);
+                }
+                if let (Some(dxdc), Some(gds)) = (dxdc.as_deref_mut(), gds) {
+                    wt_g(g, hw, w, gds, &mut dcols, false);
+                    col2im_add(g, &dcols, &mut dxdc[s * fin..(s + 1) * fin]);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut dw = vec![E::zero(); g.weight_len()];
+    let mut db = vec![E::zero(); g.c_out];
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dw, db)
+}
+
 /// The differentiable op: `x: [n, C·H·W]`, `w: [O·C·k·k]`, `b: [O]` →
 /// `[n, O·Ho·Wo]`. Gradients flow to every operand that carries a tape
 /// (at least `x` must carry the tape if any does: dfdx records the op on
@@ -345,6 +538,9 @@ where
 /// [`conv2d`] with a choice: `want_dx = false` skips the input gradient
 /// (the `Wᵀ·G` GEMM and col2im) when `x` is data that needs none — the
 /// first layer of a network. Its gradient is then left at zero.
+///
+/// The backward pass recomputes each sample's im2col from the saved `x`
+/// rather than storing all of them.
 pub fn conv2d_with<E, TX, TW, TB>(x: T2<E, TX>, w: T1<E, TW>, b: T1<E, TB>, g: &ConvGeom, want_dx: bool) -> T2<E, TX>
 where
     E: Float,
@@ -360,33 +556,142 @@ where
     let (b, tb) = b.split_tape();
     let mut tape = tx.merge(tw).merge(tb);
     let (wv, xv, bv) = (w.as_vec(), x.as_vec(), b.as_vec());
-    let (y, cols) = forward_raw(g, &xv, &wv, &bv, n, TX::OWNS_TAPE);
+    let (y, _) = forward_raw(g, &xv, &wv, &bv, n, false);
     let dev = x.device().clone();
     let out = dev.tensor_from_vec(y, (n, g.out_features()));
-    if let Some(cols) = cols {
+    if TX::OWNS_TAPE {
         let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
         let g = *g;
         tape.add_backward_op(move |grads| {
-            let dy: Vec<E> = cpu_slice::<E>(grads.get_or_alloc_mut(&og)?).to_vec();
-            let r = backward_raw(&g, &cols, &wv, &dy, n, want_dx);
-            let dxg = grads.get_or_alloc_mut(&xg)?;
-            if let Some(dx) = r.dx {
-                for (a, b) in cpu_slice::<E>(dxg).iter_mut().zip(dx) {
-                    *a += b;
-                }
-            }
-            let dwg = grads.get_or_alloc_mut(&wg)?;
-            for (a, b) in cpu_slice::<E>(dwg).iter_mut().zip(r.dw) {
-                *a += b;
-            }
-            let dbg = grads.get_or_alloc_mut(&bg)?;
-            for (a, b) in cpu_slice::<E>(dbg).iter_mut().zip(r.db) {
-                *a += b;
-            }
+            // Borrow G by moving it out of the store (put back below).
+            let dy = take_grad::<E>(grads.get_or_alloc_mut(&og)?);
+            let dxg = cpu_slice::<E>(grads.get_or_alloc_mut(&xg)?);
+            let (dw, db) = dual_backward_raw(&g, &xv, None, &wv, &[], &dy, None, n, want_dx.then_some(dxg), None);
+            *cpu_vec::<E>(grads.get_or_alloc_mut(&og)?) = dy;
+            add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&wg)?), &dw);
+            add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&bg)?), &db);
             Ok(())
         });
     }
     out.put_tape(tape)
+}
+
+/// Fused convolution with its tangent, for forward-over-reverse curvature
+/// products (`gensplit_hvp::Dual`): given the primal input `x`, its tangent
+/// `ẋ` (`None` = identically zero, and `x` then does not depend on θ), the
+/// taped weight and bias blocks `W`, `b` and the constant direction blocks
+/// `V`, `c` at their place, returns
+///
+/// ```text
+/// z = conv(x, W, b),    ż = conv(ẋ, W, 0) + conv(x, V, c)
+/// ```
+///
+/// sharing one im2col of `x` ([`dual_forward_raw`]). The backward op (one,
+/// recorded on `z`'s tape; `ż` gets an empty tape of type `TT`, and its
+/// gradient is complete before this op runs since every consumer of `ż` is
+/// recorded later) propagates, with `G = ∂L/∂z`, `Ġ = ∂L/∂ż` ([`dual_backward_raw`]):
+/// `∂L/∂W = Σ G·colsᵀ + Ġ·colsᵈᵀ`, `∂L/∂b = Σ G`,
+/// `∂L/∂x = col2im(Wᵀ·G + Vᵀ·Ġ)`, `∂L/∂ẋ = col2im(Wᵀ·Ġ)`. `Ġ` is used only
+/// when `TT` records a tape and `ẋ` is given; with `ẋ = None`, `ż` is a
+/// constant and `x` gets no gradient (it is data). Equal, up to rounding, to
+/// the three separate [`conv2d`] calls.
+#[allow(clippy::type_complexity)]
+pub fn conv2d_dual<E, TT>(
+    x: T2<E, Taped<E>>,
+    xdot: Option<T2<E, TT>>,
+    w: T1<E, Taped<E>>,
+    v: &[E],
+    b: T1<E, Taped<E>>,
+    c: &[E],
+    g: &ConvGeom,
+) -> (T2<E, Taped<E>>, T2<E, TT>)
+where
+    E: Float,
+    Dev: Device<E>,
+    TT: Tape<E, Dev>,
+    Taped<E>: Merge<TT>,
+{
+    let n = x.shape().0;
+    assert_eq!(x.shape().1, g.in_features(), "conv2d_dual: input features");
+    let (x, tx) = x.split_tape();
+    let (w, tw) = w.split_tape();
+    let (b, tb) = b.split_tape();
+    let tape = <Taped<E> as Merge<Taped<E>>>::merge(tx, tw);
+    let mut tape = <Taped<E> as Merge<Taped<E>>>::merge(tape, tb);
+    let xd = xdot.map(|t| {
+        assert_eq!(t.shape(), x.shape(), "conv2d_dual: tangent shape");
+        let (t, tt) = t.split_tape();
+        tape = std::mem::take(&mut tape).merge(tt);
+        t
+    });
+    let (xv, wv, bv) = (x.as_vec(), w.as_vec(), b.as_vec());
+    let xdv = xd.as_ref().map(|t| t.as_vec());
+    let (z, zd) = dual_forward_raw(g, &xv, xdv.as_deref(), &wv, v, &bv, c, n);
+    let dev = x.device().clone();
+    let z = dev.tensor_from_vec(z, (n, g.out_features()));
+    let zd = dev.tensor_from_vec(zd, (n, g.out_features()));
+    let (xg, wg, bg, zg, zdg) = (x.ghost(), w.ghost(), b.ghost(), z.ghost(), zd.ghost());
+    let xdg = xd.map(|t| t.ghost());
+    let tangent_taped = TT::OWNS_TAPE && xdg.is_some();
+    let vv = v.to_vec();
+    let g = *g;
+    tape.add_backward_op(move |grads| {
+        let gz = take_grad::<E>(grads.get_or_alloc_mut(&zg)?);
+        let gzd = if tangent_taped {
+            Some(take_grad::<E>(grads.get_or_alloc_mut(&zdg)?))
+        } else {
+            None
+        };
+        // dẋ goes to a moved-out buffer so that dx can be borrowed in place.
+        let mut dxd = match (&xdg, tangent_taped) {
+            (Some(xdg), true) => Some(take_grad::<E>(grads.get_or_alloc_mut(xdg)?)),
+            _ => None,
+        };
+        let dxg = if xdg.is_some() {
+            Some(cpu_slice::<E>(grads.get_or_alloc_mut(&xg)?))
+        } else {
+            None
+        };
+        let (dw, db) = dual_backward_raw(
+            &g,
+            &xv,
+            xdv.as_deref(),
+            &wv,
+            &vv,
+            &gz,
+            gzd.as_deref(),
+            n,
+            dxg,
+            dxd.as_deref_mut(),
+        );
+        *cpu_vec::<E>(grads.get_or_alloc_mut(&zg)?) = gz;
+        if let Some(gzd) = gzd {
+            *cpu_vec::<E>(grads.get_or_alloc_mut(&zdg)?) = gzd;
+        }
+        if let (Some(xdg), Some(dxd)) = (&xdg, dxd) {
+            *cpu_vec::<E>(grads.get_or_alloc_mut(xdg)?) = dxd;
+        }
+        add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&wg)?), &dw);
+        add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&bg)?), &db);
+        Ok(())
+    });
+    (z.put_tape(tape), zd.put_tape(TT::default()))
+}
+
+/// `a += b` elementwise.
+fn add_into<E: Float>(a: &mut [E], b: &[E]) {
+    a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+}
+
+/// Moves a gradient buffer out of dfdx's store (leaving it empty; put it
+/// back through [`cpu_vec`]).
+fn take_grad<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> Vec<E> {
+    std::mem::take(cpu_vec::<E>(v))
+}
+
+/// dfdx's CPU storage as the `Vec` it wraps.
+fn cpu_vec<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut Vec<E> {
+    v
 }
 
 /// Views dfdx's CPU gradient storage as a slice (outside any `Cpu: Device<E>`

@@ -309,3 +309,178 @@ fn skipping_the_input_gradient_keeps_parameter_gradients() {
     assert!(dx1.iter().any(|&v| v != 0.0));
     assert!(dx0.iter().all(|&v| v == 0.0));
 }
+
+/// Values and gradients of `L = Σ z ⊙ r + Σ ż ⊙ rd` for the fused dual conv
+/// ([`conv2d_dual`]) against the unfused oracle
+/// `z = conv(x, W, b)`, `ż = conv(ẋ, W, 0) + conv(x, V, c)`.
+/// Returns the max relative discrepancy over z, ż and the gradients of x, ẋ,
+/// W and b (those that exist in the case).
+fn fused_dual_discrepancy(g: &ConvGeom, n: usize, seed: u64, with_xdot: bool, taped_tangent: bool) -> f64 {
+    use gensplit_models::conv::conv2d_dual;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (fin, fout) = (g.in_features(), g.out_features());
+    let x = rand_vec(&mut rng, n * fin);
+    let xd = rand_vec(&mut rng, n * fin);
+    let (w, v) = (rand_vec(&mut rng, g.weight_len()), rand_vec(&mut rng, g.weight_len()));
+    let (b, c) = (rand_vec(&mut rng, g.c_out), rand_vec(&mut rng, g.c_out));
+    let (r, rd) = (rand_vec(&mut rng, n * fout), rand_vec(&mut rng, n * fout));
+    let dev = Cpu::default();
+    type Tp = OwnedTape<f64, Cpu>;
+    let xt = dev.tensor_from_vec(x.clone(), (n, fin));
+    let xdt = dev.tensor_from_vec(xd.clone(), (n, fin));
+    let wt = dev.tensor_from_vec(w.clone(), (w.len(),));
+    let bt = dev.tensor_from_vec(b.clone(), (b.len(),));
+    let vt = dev.tensor_from_vec(v.clone(), (v.len(),));
+    let ct = dev.tensor_from_vec(c.clone(), (c.len(),));
+    let rt = dev.tensor_from_vec(r.clone(), (n, fout));
+    let rdt = dev.tensor_from_vec(rd.clone(), (n, fout));
+    let zero = dev.zeros_like(&(g.c_out,));
+
+    // Fused.
+    let (fz, fzd, fgrads) = if taped_tangent {
+        let xdot = with_xdot.then(|| xdt.leaky_trace());
+        let (z, zd) = conv2d_dual(
+            xt.leaky_trace(),
+            xdot,
+            wt.retaped::<Tp>(),
+            &v,
+            bt.retaped::<Tp>(),
+            &c,
+            g,
+        );
+        let (zv, zdv) = (z.as_vec(), zd.as_vec());
+        let l = (z * rt.clone()).sum::<Rank0, _>() + (zd * rdt.clone()).sum::<Rank0, _>();
+        (zv, zdv, l.backward())
+    } else {
+        let xdot = with_xdot.then(|| xdt.clone());
+        let (z, zd) = conv2d_dual(
+            xt.leaky_trace(),
+            xdot,
+            wt.retaped::<Tp>(),
+            &v,
+            bt.retaped::<Tp>(),
+            &c,
+            g,
+        );
+        let (zv, zdv) = (z.as_vec(), zd.as_vec());
+        let l = (z * rt.clone()).sum::<Rank0, _>();
+        (zv, zdv, l.backward())
+    };
+    // Unfused oracle.
+    let z = gensplit_models::conv::conv2d_with(xt.leaky_trace(), wt.retaped::<Tp>(), bt.retaped::<Tp>(), g, with_xdot);
+    let (uz, uzd, ugrads) = match (with_xdot, taped_tangent) {
+        (true, true) => {
+            let zd = conv2d(xdt.leaky_trace(), wt.retaped::<Tp>(), zero, g) + conv2d(xt.retaped::<Tp>(), vt, ct, g);
+            let (zv, zdv) = (z.as_vec(), zd.as_vec());
+            let l = (z * rt).sum::<Rank0, _>() + (zd * rdt).sum::<Rank0, _>();
+            (zv, zdv, l.backward())
+        }
+        (true, false) => {
+            let zd = conv2d(xdt.clone(), wt.clone(), zero, g) + conv2d(xt.clone(), vt, ct, g);
+            let (zv, zdv) = (z.as_vec(), zd.as_vec());
+            (zv, zdv, (z * rt).sum::<Rank0, _>().backward())
+        }
+        (false, _) => {
+            let zd = conv2d(xt.clone(), vt, ct, g);
+            let (zv, zdv) = (z.as_vec(), zd.as_vec());
+            (zv, zdv, (z * rt).sum::<Rank0, _>().backward())
+        }
+    };
+    let rel = |a: &[f64], b: &[f64]| {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+    };
+    let mut err = rel(&fz, &uz).max(rel(&fzd, &uzd));
+    err = err.max(rel(&fgrads.get(&wt).as_vec(), &ugrads.get(&wt).as_vec()));
+    err = err.max(rel(&fgrads.get(&bt).as_vec(), &ugrads.get(&bt).as_vec()));
+    if with_xdot {
+        err = err.max(rel(&fgrads.get(&xt).as_vec(), &ugrads.get(&xt).as_vec()));
+        if taped_tangent {
+            err = err.max(rel(&fgrads.get(&xdt).as_vec(), &ugrads.get(&xdt).as_vec()));
+        }
+    }
+    err
+}
+
+#[test]
+fn fused_dual_conv_matches_unfused() {
+    let geoms = [
+        (1, 6, 5, 2, 3, 1, 1),
+        (3, 7, 8, 4, 3, 2, 1),
+        (2, 5, 5, 3, 2, 1, 0),
+        (2, 9, 7, 2, 3, 2, 2),
+        (1, 28, 28, 8, 3, 1, 1),
+    ];
+    for (i, &(c_in, h, w, c_out, k, stride, pad)) in geoms.iter().enumerate() {
+        let g = ConvGeom {
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            stride,
+            pad,
+        };
+        for n in [1, 3, 19] {
+            for (with_xdot, taped) in [(true, true), (true, false), (false, true), (false, false)] {
+                let e = fused_dual_discrepancy(&g, n, 100 + i as u64, with_xdot, taped);
+                assert!(
+                    e < 1e-12,
+                    "geom {g:?} n {n} xdot {with_xdot} taped {taped}: rel err {e:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_dual_conv_is_deterministic() {
+    use gensplit_models::conv::{dual_backward_raw, dual_forward_raw};
+    let g = ConvGeom {
+        c_in: 3,
+        h: 9,
+        w: 9,
+        c_out: 4,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let n = 37;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let x = rand_vec(&mut rng, n * g.in_features());
+    let xd = rand_vec(&mut rng, n * g.in_features());
+    let (w, v) = (rand_vec(&mut rng, g.weight_len()), rand_vec(&mut rng, g.weight_len()));
+    let (b, c) = (rand_vec(&mut rng, 4), rand_vec(&mut rng, 4));
+    let gz = rand_vec(&mut rng, n * g.out_features());
+    let gzd = rand_vec(&mut rng, n * g.out_features());
+    let run = || {
+        let (z, zd) = dual_forward_raw(&g, &x, Some(&xd), &w, &v, &b, &c, n);
+        let mut dx = vec![0.0; x.len()];
+        let mut dxd = vec![0.0; x.len()];
+        let (dw, db) = dual_backward_raw(
+            &g,
+            &x,
+            Some(&xd),
+            &w,
+            &v,
+            &gz,
+            Some(&gzd),
+            n,
+            Some(&mut dx),
+            Some(&mut dxd),
+        );
+        (z, zd, dx, dxd, dw, db)
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    let many = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(run);
+    assert_eq!(one, many);
+}
