@@ -163,9 +163,9 @@ impl ReproConfig {
                 subset: 2048,
                 batch_size: 512,
                 seed: 7,
-                slq_probes: 3,
-                slq_steps: 40,
-                slq_subset: 512,
+                slq_probes: 2,
+                slq_steps: 30,
+                slq_subset: 256,
             },
             hessian_modadd: HessianConfig {
                 k: 20,
@@ -174,8 +174,8 @@ impl ReproConfig {
                 subset: 0,
                 batch_size: 0,
                 seed: 8,
-                slq_probes: 3,
-                slq_steps: 40,
+                slq_probes: 2,
+                slq_steps: 30,
                 slq_subset: usize::MAX,
             },
         }
