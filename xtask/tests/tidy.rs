@@ -70,6 +70,10 @@ fn readme_documents_the_summary_schema_and_every_crate() {
         "modadd.test_acc",
         "modadd.key_frequencies",
         "timings_s.<stage>",
+        "hessian.<set>.top_eigenvalues",
+        "hessian.<set>.max_rel_residual",
+        "hessian.<set>.matvecs",
+        "hessian.<set>.seconds",
     ] {
         assert!(
             readme.contains(field),
