@@ -5,6 +5,11 @@
 // `criterion_group!` generates an undocumented function.
 #![allow(missing_docs)]
 
+// glibc's malloc returns large buffers to the OS after every call and faults
+// them in again; mimalloc (also xtask's allocator) keeps them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gensplit_hvp::{curvature_vector, Curvature};
 use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Dev, Float, Inputs, Model};

@@ -5,6 +5,11 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+// glibc's malloc returns large buffers to the OS after every call and faults
+// them in again; mimalloc (also xtask's allocator) keeps them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gensplit_models::conv::{backward_raw, forward_raw, ConvGeom};
 use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Inputs, Model};
