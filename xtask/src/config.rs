@@ -158,7 +158,7 @@ impl ReproConfig {
             },
             hessian_images: HessianConfig {
                 k: 20,
-                tol: 1e-4,
+                tol: 1e-6,
                 max_matvecs: 400,
                 subset: 2048,
                 batch_size: 512,
@@ -166,10 +166,11 @@ impl ReproConfig {
                 slq_probes: 2,
                 slq_steps: 30,
                 slq_subset: 256,
+                f64: true,
             },
             hessian_modadd: HessianConfig {
                 k: 20,
-                tol: 1e-4,
+                tol: 1e-6,
                 max_matvecs: 400,
                 subset: 0,
                 batch_size: 0,
@@ -177,6 +178,7 @@ impl ReproConfig {
                 slq_probes: 2,
                 slq_steps: 30,
                 slq_subset: usize::MAX,
+                f64: true,
             },
         }
     }

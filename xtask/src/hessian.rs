@@ -36,6 +36,9 @@ pub struct HessianConfig {
     pub slq_steps: usize,
     /// Samples used for the SLQ density (a prefix of the subset; cheaper).
     pub slq_subset: usize,
+    /// Compute HVPs in f64 (f32 otherwise). At a saturated minimum (tiny
+    /// loss) f32 products are too noisy for a residual of 1e-4.
+    pub f64: bool,
 }
 
 /// Result of one Hessian stage.
@@ -78,10 +81,27 @@ impl HessianResult {
 }
 
 /// Computes the top-k eigenpairs and SLQ density of the loss of `trained`
-/// on `data` (in f32 HVPs; Lanczos itself runs in f64).
+/// on `data` (HVPs in f32 or f64 per `cfg.f64`; Lanczos itself runs in f64).
 pub fn run(set: &str, trained: &Trained, data: &Dataset, cfg: &HessianConfig) -> Result<HessianResult> {
+    if cfg.f64 {
+        run_in::<f64>(set, trained, data, cfg)
+    } else {
+        run_in::<f32>(set, trained, data, cfg)
+    }
+}
+
+fn run_in<E: gensplit_models::Float>(
+    set: &str,
+    trained: &Trained,
+    data: &Dataset,
+    cfg: &HessianConfig,
+) -> Result<HessianResult>
+where
+    gensplit_models::Dev: dfdx::prelude::Device<E>,
+{
     let model = &trained.model;
-    let op = HessianOperator::<_, f32>::new(model, trained.theta.clone(), data, cfg.batch_size, Curvature::Hessian)
+    let theta: Vec<E> = trained.theta.iter().map(|&t| E::of(t as f64)).collect();
+    let op = HessianOperator::<_, E>::new(model, theta.clone(), data, cfg.batch_size, Curvature::Hessian)
         .with_context(|| format!("building the Hessian operator on {set}"))?;
     let (loss, _) = op.loss_grad()?;
     let params = LanczosParams {
@@ -114,8 +134,7 @@ pub fn run(set: &str, trained: &Trained, data: &Dataset, cfg: &HessianConfig) ->
     let (mut slq_nodes, mut slq_weights, mut slq_matvecs) = (Vec::new(), Vec::new(), 0);
     if cfg.slq_probes > 0 {
         let sub = data.gather(&(0..cfg.slq_subset.min(data.len())).collect::<Vec<_>>());
-        let op =
-            HessianOperator::<_, f32>::new(model, trained.theta.clone(), &sub, cfg.batch_size, Curvature::Hessian)?;
+        let op = HessianOperator::<_, E>::new(model, theta, &sub, cfg.batch_size, Curvature::Hessian)?;
         let r = slq(
             &op,
             &SlqParams {
