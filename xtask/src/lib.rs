@@ -32,27 +32,25 @@ pub fn reproduce(
     digits: &stages::DigitSource,
 ) -> Result<Vec<stages::StageRun>> {
     let t0 = Instant::now();
-    let store = artifact::Store::open(&out.join("artifacts"))?;
-    let mut ctx = stages::Ctx {
-        store,
-        force,
-        runs: Vec::new(),
-    };
-    let outputs = stages::run_all(&mut ctx, cfg, digits)?;
+    let (outputs, runs) = run_stages(cfg, out, force, digits)?;
     let report_dir = out.join("report");
-    report::write(&report_dir, &outputs, cfg.quick, &ctx.runs, t0.elapsed().as_secs_f64())
+    report::write(&report_dir, &outputs, cfg.quick, &runs, t0.elapsed().as_secs_f64())
         .with_context(|| format!("writing the report to {}", report_dir.display()))?;
     tracing::info!(
         "report written to {} in {:.1} s",
         report_dir.join("report.md").display(),
         t0.elapsed().as_secs_f64()
     );
-    Ok(ctx.runs)
+    Ok(runs)
 }
 
-/// Runs (or loads from the cache) every stage, then writes `out/export/`
-/// (see [`export`]).
-pub fn export(cfg: &config::ReproConfig, out: &Path, force: bool, digits: &stages::DigitSource) -> Result<()> {
+/// Runs (or loads from `out/artifacts`) every stage of `cfg`.
+fn run_stages(
+    cfg: &config::ReproConfig,
+    out: &Path,
+    force: bool,
+    digits: &stages::DigitSource,
+) -> Result<(stages::Outputs, Vec<stages::StageRun>)> {
     let store = artifact::Store::open(&out.join("artifacts"))?;
     let mut ctx = stages::Ctx {
         store,
@@ -60,5 +58,12 @@ pub fn export(cfg: &config::ReproConfig, out: &Path, force: bool, digits: &stage
         runs: Vec::new(),
     };
     let outputs = stages::run_all(&mut ctx, cfg, digits)?;
+    Ok((outputs, ctx.runs))
+}
+
+/// Runs (or loads from the cache) every stage, then writes `out/export/`
+/// (see [`export`]).
+pub fn export(cfg: &config::ReproConfig, out: &Path, force: bool, digits: &stages::DigitSource) -> Result<()> {
+    let (outputs, _) = run_stages(cfg, out, force, digits)?;
     export::write(out, cfg, &outputs).with_context(|| format!("writing the export to {}", out.join("export").display()))
 }

@@ -40,7 +40,12 @@ fn every_module_has_a_doc_comment() {
 
 #[test]
 fn no_placeholders_or_debug_leftovers() {
-    let bad = ["todo!(", "unimplemented!(", "dbg!("];
+    // spelled in pieces so that this file does not match itself
+    let bad = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("dbg", "!("),
+    ];
     for p in sources() {
         let text = std::fs::read_to_string(&p).unwrap();
         for b in bad {

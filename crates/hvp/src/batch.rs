@@ -22,38 +22,17 @@ use crate::dual::Dual;
 use crate::{Curvature, HvpError};
 use dfdx::prelude::*;
 use gensplit_models::ops::one_hot;
-use gensplit_models::{Dev, Float, Inputs, Model, ModelError, Taped};
+use gensplit_models::{Dev, Float, Inputs, Model, Taped};
 
-/// Validates θ, inputs and labels of one batch; returns the batch size.
+/// θ, inputs and labels validated against the model (see
+/// [`gensplit_models::ops::check_batch`]), with the error lifted into [`HvpError`].
 pub(crate) fn check_batch<M: Model + ?Sized, E>(
     model: &M,
     theta: &[E],
     inputs: &Inputs,
     labels: &[u32],
 ) -> Result<usize, HvpError> {
-    if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength {
-            expected: model.layout().len(),
-            got: theta.len(),
-        }
-        .into());
-    }
-    let n = model.check_inputs(inputs)?;
-    if labels.len() != n {
-        return Err(ModelError::LabelCount {
-            inputs: n,
-            labels: labels.len(),
-        }
-        .into());
-    }
-    if let Some(&l) = labels.iter().find(|&&l| l as usize >= model.classes()) {
-        return Err(ModelError::LabelRange {
-            label: l,
-            classes: model.classes(),
-        }
-        .into());
-    }
-    Ok(n)
+    Ok(gensplit_models::ops::check_batch(model, theta, inputs, labels)?)
 }
 
 /// Row-wise softmax of `[n, k]` logits, in f64.

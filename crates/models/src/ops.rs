@@ -161,7 +161,14 @@ pub struct LossGrad<E> {
     pub correct: usize,
 }
 
-fn check<M: Model + ?Sized, E>(model: &M, theta: &[E], inputs: &Inputs, labels: &[u32]) -> Result<usize, ModelError> {
+/// Validates θ's length, the inputs and the labels against `model`; returns
+/// the batch size. Every public entry point on user data calls this first.
+pub fn check_batch<M: Model + ?Sized, E>(
+    model: &M,
+    theta: &[E],
+    inputs: &Inputs,
+    labels: &[u32],
+) -> Result<usize, ModelError> {
     if theta.len() != model.layout().len() {
         return Err(ModelError::ThetaLength {
             expected: model.layout().len(),
@@ -213,7 +220,7 @@ pub fn loss_and_grad<M: Model + ?Sized, E: Float>(
 where
     Dev: Device<E>,
 {
-    check(model, theta, inputs, labels)?;
+    check_batch(model, theta, inputs, labels)?;
     let dev = Dev::default();
     let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
     let mut ops: Primal<E, Taped<E>> = Primal::new(model.layout(), th.clone());
