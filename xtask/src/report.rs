@@ -201,6 +201,15 @@ pub fn fourier_svg(path: &Path, out: &Outputs) -> Result<()> {
     write_atomic(path, svg.as_bytes())
 }
 
+/// A number for a table: 4 decimals, or scientific notation when tiny.
+fn num(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-2 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "—".into())
 }
@@ -412,13 +421,13 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
             .iter()
             .find(|r| r.stage == format!("hessian_{}", h.set))
             .and_then(|r| r.compute_seconds);
-        let top: Vec<String> = h.values.iter().take(5).map(|v| format!("{v:.4}")).collect();
+        let top: Vec<String> = h.values.iter().take(5).map(|&v| num(v)).collect();
         writeln!(
             md,
-            "| {} | {} | {:.4} | {} | {:.1e} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1e} | {} | {} | {} |",
             h.set,
             h.samples,
-            h.loss,
+            num(h.loss),
             top.join(", "),
             h.max_rel_residual(),
             h.matvecs,
@@ -432,16 +441,19 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
     )?;
     writeln!(
         md,
-        "## Stages\n\n| stage | key | cached | seconds |\n| --- | --- | --- | ---: |"
+        "## Stages\n\n| stage | key | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | ---: | ---: |"
     )?;
     for r in runs {
         writeln!(
             md,
-            "| {} | `{}` | {} | {:.1} |",
+            "| {} | `{}` | {} | {:.1} | {} |",
             r.stage,
             &r.key[..16],
             r.cached,
-            r.seconds
+            r.seconds,
+            r.compute_seconds
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "—".into())
         )?;
     }
     writeln!(md, "\nTotal: {total_s:.1} s.")?;
