@@ -37,6 +37,7 @@ use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use gensplit_models::conv::{conv2d_dual, ConvGeom};
+use gensplit_models::ops::{param_block, param_matrix};
 use gensplit_models::{BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 
 /// A (primal, tangent) activation `[batch, features]`.
@@ -103,19 +104,12 @@ where
 
     /// Block `id` of θ, taped back to θ. Call once per block per use site.
     fn block(&self, id: BlockId) -> T1<E, Taped<E>> {
-        let b = self.layout.block(id);
-        self.theta
-            .clone()
-            .put_tape(Taped::<E>::default())
-            .slice((b.range(),))
-            .reshape_like(&(b.len(),))
+        param_block(&self.theta, self.layout, id)
     }
 
     /// Block `id` of θ as a matrix `[shape[0], rest]`.
     fn block2(&self, id: BlockId) -> T2<E, Taped<E>> {
-        let s = &self.layout.block(id).shape;
-        let (r, c) = (s[0], s[1..].iter().product());
-        self.block(id).reshape_like(&(r, c))
+        param_matrix(&self.theta, self.layout, id)
     }
 
     /// Block `id` of the direction, constant.

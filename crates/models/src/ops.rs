@@ -71,18 +71,33 @@ where
     }
     /// Block `id` as a rank-1 tensor carrying tape `T` back to θ.
     pub fn block(&self, id: BlockId) -> T1<E, T> {
-        let r = self.layout.block(id).range();
-        self.theta
-            .clone()
-            .put_tape(T::default())
-            .slice((r,))
-            .reshape_like(&(self.layout.block(id).len(),))
+        param_block(&self.theta, self.layout, id)
     }
     fn block2(&self, id: BlockId) -> T2<E, T> {
-        let s = &self.layout.block(id).shape;
-        let (r, c) = (s[0], s[1..].iter().product());
-        self.block(id).reshape_like(&(r, c))
+        param_matrix(&self.theta, self.layout, id)
     }
+}
+
+/// Block `id` of the flat θ tensor as a rank-1 tensor with a fresh tape `T`
+/// whose backward adds into θ's gradient. dfdx's slice backward assigns
+/// rather than accumulates, so slice each block once per forward and reuse
+/// it (`with_empty_tape`) for a second use.
+pub fn param_block<E: Float, T: Tape<E, Dev>>(theta: &T1<E>, layout: &ParamLayout, id: BlockId) -> T1<E, T>
+where
+    Dev: Device<E>,
+{
+    theta.clone().put_tape(T::default()).slice((layout.block(id).range(),))
+}
+
+/// Block `id` of θ as a matrix `[shape[0], product of the rest]` (see
+/// [`param_block`]).
+pub fn param_matrix<E: Float, T: Tape<E, Dev>>(theta: &T1<E>, layout: &ParamLayout, id: BlockId) -> T2<E, T>
+where
+    Dev: Device<E>,
+{
+    let s = &layout.block(id).shape;
+    let (r, c) = (s[0], s[1..].iter().product());
+    param_block(theta, layout, id).reshape_like(&(r, c))
 }
 
 impl<E: Float, T> Ops<E> for Primal<'_, E, T>
