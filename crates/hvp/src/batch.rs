@@ -22,7 +22,7 @@ use crate::dual::Dual;
 use crate::{Curvature, HvpError};
 use dfdx::prelude::*;
 use gensplit_models::ops::one_hot;
-use gensplit_models::{Dev, Float, Inputs, Model, Taped};
+use gensplit_models::{host_vec, Dev, Float, Inputs, Model, Taped};
 
 /// θ, inputs and labels validated against the model (see
 /// [`gensplit_models::ops::check_batch`]), with the error lifted into [`HvpError`].
@@ -92,8 +92,8 @@ where
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
             };
-            let zd = zdot.as_vec();
-            let s = softmax_rows(&out.primal.as_vec(), classes);
+            let zd = host_vec(&zdot);
+            let s = softmax_rows(&host_vec(&out.primal), classes);
             let mut u = Vec::with_capacity(n * classes);
             for (sr, zr) in s.chunks(classes).zip(zd.chunks(classes)) {
                 let dot: f64 = sr.iter().zip(zr).map(|(a, b)| a * b.f64()).sum();
@@ -104,7 +104,7 @@ where
             vjp.backward()
         }
     };
-    Ok(grads.get(&th).as_vec())
+    Ok(host_vec(&grads.get(&th)))
 }
 
 /// Curvature-vector product of the mean cross-entropy on one batch:

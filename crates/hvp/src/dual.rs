@@ -38,7 +38,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use gensplit_models::conv::{conv2d_dual, ConvGeom};
 use gensplit_models::ops::{param_block, param_matrix};
-use gensplit_models::{BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
+use gensplit_models::{host_vec, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 
 /// A (primal, tangent) activation `[batch, features]`.
 pub struct DualAct<E: Float, TT> {
@@ -242,9 +242,9 @@ where
     let (z, tz) = z.split_tape();
     let (zd, tzd) = zdot.split_tape();
     let mut tape = tz.merge(tzd);
-    let mut a = z.as_vec();
+    let mut a = host_vec(&z);
     let mask: Vec<bool> = a.iter().map(|&v| v > E::zero()).collect();
-    let mut ad = zd.as_vec();
+    let mut ad = host_vec(&zd);
     for ((a, ad), &m) in a.iter_mut().zip(ad.iter_mut()).zip(&mask) {
         if !m {
             *a = E::zero();

@@ -17,7 +17,7 @@
 //! chunks whose partial weight gradients are summed in chunk order, so results
 //! are bit-identical whatever the thread count.
 
-use crate::{Dev, Float, Taped, T1, T2};
+use crate::{host_vec, Dev, Float, Taped, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use rayon::prelude::*;
@@ -81,44 +81,137 @@ impl ConvGeom {
     }
 }
 
-/// For kernel column offset `v`: the output columns `j0..j1` whose input
-/// column `j·s − p + v` lies inside `0..w` (all others read padding).
-fn valid_cols(g: &ConvGeom, v: usize, wo: usize) -> (usize, usize) {
-    // j·s + v ≥ p  and  j·s + v < w + p
-    let j0 = if v >= g.pad { 0 } else { (g.pad - v).div_ceil(g.stride) };
-    let j1 = if g.w + g.pad > v {
-        ((g.w + g.pad - v).div_ceil(g.stride)).min(wo)
-    } else {
-        0
-    };
-    (j0.min(j1), j1)
+/// Per-thread scratch for im2col / col2im of one geometry.
+///
+/// The input of one sample is first copied into a zero-padded buffer
+/// `[C, H+2p, W+2p]` whose border is never written, so every patch row is a
+/// plain strided read with no bounds logic: `cols[(c·k+u)·k+v, i·Wo+j] =
+/// xp[c, i·s+u, j·s+v]`. col2im accumulates into a padded buffer the same
+/// way and adds its interior into `dx`.
+pub(crate) struct Patcher<E> {
+    g: ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    /// Padded input (border zero forever); empty when `pad == 0`.
+    xp: Vec<E>,
+    /// Padded col2im accumulator.
+    dp: Vec<E>,
 }
 
-/// im2col of one sample: `cols[(c·k + u)·k + v, i·Wo + j] = x[c, i·s−p+u, j·s−p+v]`.
-fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
-    let (ho, wo) = g.out_hw();
-    let hw = ho * wo;
+impl<E: Float> Patcher<E> {
+    pub(crate) fn new(g: &ConvGeom) -> Self {
+        let (ho, wo) = g.out_hw();
+        let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        let xp = if g.pad > 0 {
+            vec![E::zero(); g.c_in * hp * wp]
+        } else {
+            Vec::new()
+        };
+        Self {
+            g: *g,
+            ho,
+            wo,
+            hp,
+            wp,
+            xp,
+            dp: Vec::new(),
+        }
+    }
+
+    /// im2col of one sample `x` (`[C·H·W]`) into `cols` (`[C·k·k, Ho·Wo]`).
+    pub(crate) fn im2col(&mut self, x: &[E], cols: &mut [E]) {
+        let g = self.g;
+        assert_eq!(x.len(), g.in_features());
+        assert_eq!(cols.len(), g.patch() * self.ho * self.wo);
+        if g.pad > 0 {
+            for c in 0..g.c_in {
+                for y in 0..g.h {
+                    let dst = (c * self.hp + y + g.pad) * self.wp + g.pad;
+                    self.xp[dst..dst + g.w].copy_from_slice(&x[(c * g.h + y) * g.w..][..g.w]);
+                }
+            }
+        }
+        let src = if g.pad > 0 { &self.xp[..] } else { x };
+        match g.stride {
+            1 => gather_rows::<E, 1>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
+            2 => gather_rows::<E, 2>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
+            _ => gather_rows::<E, 0>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
+        }
+    }
+
+    /// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] += dcols[(c·k+u)·k+v, i·Wo+j]`.
+    pub(crate) fn col2im_add(&mut self, dcols: &[E], dx: &mut [E]) {
+        let g = self.g;
+        assert_eq!(dx.len(), g.in_features());
+        assert_eq!(dcols.len(), g.patch() * self.ho * self.wo);
+        let n = g.c_in * self.hp * self.wp;
+        if g.pad == 0 {
+            return self.scatter(dcols, dx);
+        }
+        let mut dp = std::mem::take(&mut self.dp);
+        dp.clear();
+        dp.resize(n, E::zero());
+        self.scatter(dcols, &mut dp);
+        for c in 0..g.c_in {
+            for y in 0..g.h {
+                let s = (c * self.hp + y + g.pad) * self.wp + g.pad;
+                let d = &mut dx[(c * g.h + y) * g.w..][..g.w];
+                d.iter_mut().zip(&dp[s..s + g.w]).for_each(|(d, &s)| *d += s);
+            }
+        }
+        self.dp = dp;
+    }
+
+    fn scatter(&self, dcols: &[E], dst: &mut [E]) {
+        let (g, ho, wo, hp, wp) = (&self.g, self.ho, self.wo, self.hp, self.wp);
+        match g.stride {
+            1 => scatter_rows::<E, 1>(g, ho, wo, hp, wp, dcols, dst),
+            2 => scatter_rows::<E, 2>(g, ho, wo, hp, wp, dcols, dst),
+            _ => scatter_rows::<E, 0>(g, ho, wo, hp, wp, dcols, dst),
+        }
+    }
+}
+
+/// The stride: the constant `S`, or `g.stride` when `S == 0` (generic).
+#[inline(always)]
+fn stride_of<const S: usize>(g: &ConvGeom) -> usize {
+    if S == 0 {
+        g.stride
+    } else {
+        S
+    }
+}
+
+/// `cols[(c·k+u)·k+v, i·Wo+j] = xp[c, i·s+u, j·s+v]` over a padded
+/// `[C, hp, wp]` input.
+#[inline(always)]
+fn gather_rows<E: Float, const S: usize>(
+    g: &ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    xp: &[E],
+    cols: &mut [E],
+) {
+    let s = stride_of::<S>(g);
+    let (k, hw) = (g.k, ho * wo);
+    let span = (wo - 1) * s + 1;
     for c in 0..g.c_in {
-        for u in 0..g.k {
-            for v in 0..g.k {
-                let (j0, j1) = valid_cols(g, v, wo);
-                let row = &mut cols[((c * g.k + u) * g.k + v) * hw..][..hw];
-                for i in 0..ho {
-                    let y = (i * g.stride + u) as isize - g.pad as isize;
-                    let dst = &mut row[i * wo..(i + 1) * wo];
-                    if y < 0 || y >= g.h as isize || j0 >= j1 {
-                        dst.fill(E::zero());
-                        continue;
-                    }
-                    dst[..j0].fill(E::zero());
-                    dst[j1..].fill(E::zero());
-                    let src = &x[(c * g.h + y as usize) * g.w..][..g.w];
-                    let x0 = j0 * g.stride + v - g.pad;
-                    if g.stride == 1 {
-                        dst[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
+        let plane = &xp[c * hp * wp..][..hp * wp];
+        for u in 0..k {
+            for v in 0..k {
+                let row = &mut cols[((c * k + u) * k + v) * hw..][..hw];
+                for (i, dst) in row.chunks_exact_mut(wo).enumerate() {
+                    let src = &plane[(i * s + u) * wp + v..][..span];
+                    if s == 1 {
+                        dst.copy_from_slice(src);
                     } else {
-                        for (d, s) in dst[j0..j1].iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
-                            *d = *s;
+                        // chunks(s) starts at every s-th element; the last may be short.
+                        for (d, c) in dst.iter_mut().zip(src.chunks(s)) {
+                            *d = c[0];
                         }
                     }
                 }
@@ -127,33 +220,33 @@ fn im2col<E: Float>(g: &ConvGeom, x: &[E], cols: &mut [E]) {
     }
 }
 
-/// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] += dcols[...]`.
-fn col2im_add<E: Float>(g: &ConvGeom, dcols: &[E], dx: &mut [E]) {
-    let (ho, wo) = g.out_hw();
-    let hw = ho * wo;
+/// `dp[c, i·s+u, j·s+v] += dcols[(c·k+u)·k+v, i·Wo+j]` over a padded
+/// `[C, hp, wp]` accumulator.
+#[inline(always)]
+fn scatter_rows<E: Float, const S: usize>(
+    g: &ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    dcols: &[E],
+    dp: &mut [E],
+) {
+    let s = stride_of::<S>(g);
+    let (k, hw) = (g.k, ho * wo);
+    let span = (wo - 1) * s + 1;
     for c in 0..g.c_in {
-        for u in 0..g.k {
-            for v in 0..g.k {
-                let (j0, j1) = valid_cols(g, v, wo);
-                if j0 >= j1 {
-                    continue;
-                }
-                let row = &dcols[((c * g.k + u) * g.k + v) * hw..][..hw];
-                for i in 0..ho {
-                    let y = (i * g.stride + u) as isize - g.pad as isize;
-                    if y < 0 || y >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut dx[(c * g.h + y as usize) * g.w..][..g.w];
-                    let x0 = j0 * g.stride + v - g.pad;
-                    let src = &row[i * wo + j0..i * wo + j1];
-                    if g.stride == 1 {
-                        for (d, s) in dst[x0..x0 + (j1 - j0)].iter_mut().zip(src) {
-                            *d += *s;
-                        }
+        let plane = &mut dp[c * hp * wp..][..hp * wp];
+        for u in 0..k {
+            for v in 0..k {
+                let row = &dcols[((c * k + u) * k + v) * hw..][..hw];
+                for (i, src) in row.chunks_exact(wo).enumerate() {
+                    let dst = &mut plane[(i * s + u) * wp + v..][..span];
+                    if s == 1 {
+                        dst.iter_mut().zip(src).for_each(|(d, &x)| *d += x);
                     } else {
-                        for (d, s) in dst[x0..].iter_mut().step_by(g.stride).zip(src) {
-                            *d += *s;
+                        for (c, &x) in dst.chunks_mut(s).zip(src) {
+                            c[0] += x;
                         }
                     }
                 }
@@ -229,8 +322,8 @@ pub fn forward_raw<E: Float>(
     } else {
         None
     };
-    let one_sample = |xs: &[E], ys: &mut [E], cs: &mut [E]| {
-        im2col(g, xs, cs);
+    let one_sample = |pt: &mut Patcher<E>, xs: &[E], ys: &mut [E], cs: &mut [E]| {
+        pt.im2col(xs, cs);
         matmul(g.c_out, hw, patch, ys, false, w, patch, 1, cs, hw, 1);
         for (o, row) in ys.chunks_mut(hw).enumerate() {
             for v in row {
@@ -244,8 +337,9 @@ pub fn forward_raw<E: Float>(
                 .zip(cols.par_chunks_mut(patch * hw * CHUNK))
                 .zip(x.par_chunks(fin * CHUNK))
                 .for_each(|((yc, cc), xc)| {
+                    let mut pt = Patcher::new(g);
                     for ((ys, cs), xs) in yc.chunks_mut(fout).zip(cc.chunks_mut(patch * hw)).zip(xc.chunks(fin)) {
-                        one_sample(xs, ys, cs);
+                        one_sample(&mut pt, xs, ys, cs);
                     }
                 });
         }
@@ -254,8 +348,9 @@ pub fn forward_raw<E: Float>(
                 .zip(x.par_chunks(fin * CHUNK))
                 .for_each(|(yc, xc)| {
                     let mut cs = vec![E::zero(); patch * hw];
+                    let mut pt = Patcher::new(g);
                     for (ys, xs) in yc.chunks_mut(fout).zip(xc.chunks(fin)) {
-                        one_sample(xs, ys, &mut cs);
+                        one_sample(&mut pt, xs, ys, &mut cs);
                     }
                 });
         }
@@ -291,6 +386,7 @@ pub fn backward_raw<E: Float>(g: &ConvGeom, cols: &[E], w: &[E], dy: &[E], n: us
             Vec::new()
         };
         let mut dxc = dxc;
+        let mut pt = Patcher::new(g);
         for (s, (dys, cs)) in dyc.chunks(fout).zip(cc.chunks(patch * hw)).enumerate() {
             // dW += dY · colsᵀ
             matmul(g.c_out, patch, hw, &mut dw, true, dys, hw, 1, cs, 1, hw);
@@ -300,7 +396,7 @@ pub fn backward_raw<E: Float>(g: &ConvGeom, cols: &[E], w: &[E], dy: &[E], n: us
             if let Some(dxc) = dxc.as_deref_mut() {
                 // dcols = Wᵀ · dY
                 matmul(patch, hw, g.c_out, &mut dcols, false, w, 1, patch, dys, hw, 1);
-                col2im_add(g, &dcols, &mut dxc[s * fin..(s + 1) * fin]);
+                pt.col2im_add(&dcols, &mut dxc[s * fin..(s + 1) * fin]);
             }
         }
         (dw, db)
@@ -387,6 +483,7 @@ pub fn dual_forward_raw<E: Float>(
         .enumerate()
         .for_each(|(ci, (zc, zdc))| {
             let mut cols = vec![E::zero(); patch * hw];
+            let mut pt = Patcher::new(g);
             let mut cols_d = if xdot.is_some() {
                 vec![E::zero(); patch * hw]
             } else {
@@ -394,12 +491,12 @@ pub fn dual_forward_raw<E: Float>(
             };
             for (s, (zs, zds)) in zc.chunks_mut(fout).zip(zdc.chunks_mut(fout)).enumerate() {
                 let i = ci * CHUNK + s;
-                im2col(g, &x[i * fin..(i + 1) * fin], &mut cols);
+                pt.im2col(&x[i * fin..(i + 1) * fin], &mut cols);
                 w_cols(g, hw, w, &cols, zs, false);
                 add_bias(hw, b, zs);
                 match xdot {
                     Some(xd) => {
-                        im2col(g, &xd[i * fin..(i + 1) * fin], &mut cols_d);
+                        pt.im2col(&xd[i * fin..(i + 1) * fin], &mut cols_d);
                         w_cols(g, hw, w, &cols_d, zds, false);
                         w_cols(g, hw, v, &cols, zds, true);
                     }
@@ -471,6 +568,7 @@ pub fn dual_backward_raw<E: Float>(
             let mut dw = vec![E::zero(); g.weight_len()];
             let mut db = vec![E::zero(); g.c_out];
             let mut cols = vec![E::zero(); patch * hw];
+            let mut pt = Patcher::new(g);
             let need_cols_d = xdot.is_some() && gzdot.is_some();
             let mut cols_d = if need_cols_d {
                 vec![E::zero(); patch * hw]
@@ -487,13 +585,13 @@ pub fn dual_backward_raw<E: Float>(
                 let s = i - lo;
                 let gs = &gz[i * fout..(i + 1) * fout];
                 let gds = gzdot.map(|gd| &gd[i * fout..(i + 1) * fout]);
-                im2col(g, &x[i * fin..(i + 1) * fin], &mut cols);
+                pt.im2col(&x[i * fin..(i + 1) * fin], &mut cols);
                 dw_add(g, hw, gs, &cols, &mut dw);
                 for (o, row) in gs.chunks(hw).enumerate() {
                     db[o] += row.iter().fold(E::zero(), |a, &v| a + v);
                 }
                 if let (Some(gds), Some(xd)) = (gds, xdot) {
-                    im2col(g, &xd[i * fin..(i + 1) * fin], &mut cols_d);
+                    pt.im2col(&xd[i * fin..(i + 1) * fin], &mut cols_d);
                     dw_add(g, hw, gds, &cols_d, &mut dw);
                 }
                 if let Some(dxc) = dxc.as_deref_mut() {
@@ -501,11 +599,11 @@ pub fn dual_backward_raw<E: Float>(
                     if let Some(gds) = gds {
                         wt_g(g, hw, v, gds, &mut dcols, true);
                     }
-                    col2im_add(g, &dcols, &mut dxc[s * fin..(s + 1) * fin]);
+                    pt.col2im_add(&dcols, &mut dxc[s * fin..(s + 1) * fin]);
                 }
                 if let (Some(dxdc), Some(gds)) = (dxdc.as_deref_mut(), gds) {
                     wt_g(g, hw, w, gds, &mut dcols, false);
-                    col2im_add(g, &dcols, &mut dxdc[s * fin..(s + 1) * fin]);
+                    pt.col2im_add(&dcols, &mut dxdc[s * fin..(s + 1) * fin]);
                 }
             }
             (dw, db)
@@ -555,7 +653,7 @@ where
     let (w, tw) = w.split_tape();
     let (b, tb) = b.split_tape();
     let mut tape = tx.merge(tw).merge(tb);
-    let (wv, xv, bv) = (w.as_vec(), x.as_vec(), b.as_vec());
+    let (wv, xv, bv) = (host_vec(&w), host_vec(&x), host_vec(&b));
     let (y, _) = forward_raw(g, &xv, &wv, &bv, n, false);
     let dev = x.device().clone();
     let out = dev.tensor_from_vec(y, (n, g.out_features()));
@@ -624,8 +722,8 @@ where
         tape = std::mem::take(&mut tape).merge(tt);
         t
     });
-    let (xv, wv, bv) = (x.as_vec(), w.as_vec(), b.as_vec());
-    let xdv = xd.as_ref().map(|t| t.as_vec());
+    let (xv, wv, bv) = (host_vec(&x), host_vec(&w), host_vec(&b));
+    let xdv = xd.as_ref().map(host_vec);
     let (z, zd) = dual_forward_raw(g, &xv, xdv.as_deref(), &wv, v, &bv, c, n);
     let dev = x.device().clone();
     let z = dev.tensor_from_vec(z, (n, g.out_features()));

@@ -83,3 +83,18 @@ pub type T1<E, T = NoneTape> = Tensor<(usize,), E, Dev, T>;
 pub type T2<E, T = NoneTape> = Tensor<(usize, usize), E, Dev, T>;
 /// dfdx's tape that records backward operations.
 pub type Taped<E> = OwnedTape<E, Dev>;
+
+/// A tensor's elements in row-major order, as a `Vec`.
+///
+/// dfdx's `as_vec` walks the tensor element by element through its strides;
+/// this makes the tensor contiguous first (free when it already is, which
+/// every op output here is) and then copies the buffer in one `memcpy`.
+pub fn host_vec<S: Shape, E: Float, T>(t: &Tensor<S, E, Dev, T>) -> Vec<E>
+where
+    Dev: Device<E>,
+{
+    let t = t.retaped::<NoneTape>().contiguous();
+    let mut v = vec![E::zero(); t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}

@@ -16,7 +16,7 @@
 
 use crate::conv::{conv2d_with, ConvGeom};
 use crate::model::{Inputs, Model, ModelError};
-use crate::{BlockId, Dev, Float, ParamLayout, Taped, T1, T2};
+use crate::{host_vec, BlockId, Dev, Float, ParamLayout, Taped, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::Tape;
 
@@ -241,12 +241,12 @@ where
     let mut ops: Primal<E, Taped<E>> = Primal::new(model.layout(), th.clone());
     let logits = model.forward(&mut ops, inputs);
     let classes = model.classes();
-    let correct = count_correct(&logits.as_vec(), labels, classes);
+    let correct = count_correct(&host_vec(&logits), labels, classes);
     let target = one_hot::<E>(&dev, labels, classes);
     let loss = cross_entropy_with_logits_loss(logits, target);
     let loss_v = loss.array().f64();
     let grads = loss.backward();
-    let grad = grads.get(&th).as_vec();
+    let grad = host_vec(&grads.get(&th));
     Ok(LossGrad {
         loss: loss_v,
         grad,
@@ -273,7 +273,7 @@ where
     let dev = Dev::default();
     let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
     let mut ops: Primal<E, NoneTape> = Primal::new(model.layout(), th);
-    Ok(model.forward(&mut ops, inputs).as_vec())
+    Ok(host_vec(&model.forward(&mut ops, inputs)))
 }
 
 /// Mean cross-entropy (nats) and number of correct predictions from logits.

@@ -1,0 +1,82 @@
+//! Whole-call timings of the reference CNN's gradient and exact HVP, for a
+//! quick look next to the JAX peer (`python ../shared/peer/jax_hvp.py B f32`).
+//! The criterion bench (`benches/hvp.rs`) is the measurement of record.
+//!
+//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps]`
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `purge_delay` option (its enum index in mimalloc v2 and v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to hand freed memory back to the OS: every HVP
+/// allocates and frees the same large activation and gradient buffers, and
+/// returning them made the kernel zero fresh pages on each call (~10% of an
+/// HVP's time in a profile). The process keeps its peak footprint instead.
+fn keep_freed_memory() {
+    // SAFETY: sets an integer option; called before any threads start.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+use gensplit_hvp::{curvature_vector, Curvature};
+use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Dev, Float, Inputs, Model};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn run<E: Float>(batch: usize, reps: usize, only: &str)
+where
+    Dev: dfdx::prelude::Device<E>,
+{
+    let model = Cnn::new(&CnnConfig::default()).expect("default CNN");
+    let theta: Vec<E> = model.init(0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let v: Vec<E> = (0..theta.len()).map(|_| E::of(rng.gen_range(-1.0..1.0))).collect();
+    let pixels: Vec<f32> = (0..batch * 784).map(|_| rng.gen::<f32>()).collect();
+    let labels: Vec<u32> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    let inputs = Inputs::Images { pixels: &pixels };
+    if only == "hvp" {
+        for _ in 0..reps {
+            curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::Hessian).expect("hvp");
+        }
+        return;
+    }
+    let g = median_ms(reps, || {
+        loss_and_grad(&model, &theta, &inputs, &labels).expect("gradient");
+    });
+    let h = median_ms(reps, || {
+        curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::Hessian).expect("hvp");
+    });
+    println!(
+        "batch {batch} {}: gradient {g:.1} ms, HVP {h:.1} ms, HVP/gradient {:.2} (median of {reps})",
+        std::any::type_name::<E>(),
+        h / g
+    );
+}
+
+fn main() {
+    keep_freed_memory();
+    let mut args = std::env::args().skip(1);
+    let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let dtype = args.next().unwrap_or_else(|| "f32".into());
+    let reps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(11);
+    // `hvp`: only run HVPs (for a profiler), print nothing.
+    let only = args.next().unwrap_or_default();
+    match dtype.as_str() {
+        "f64" => run::<f64>(batch, reps, &only),
+        _ => run::<f32>(batch, reps, &only),
+    }
+}
