@@ -120,11 +120,12 @@ impl<E: Float> Patcher<E> {
         }
     }
 
-    /// im2col of one sample `x` (`[C·H·W]`) into `cols` (`[C·k·k, Ho·Wo]`).
-    pub(crate) fn im2col(&mut self, x: &[E], cols: &mut [E]) {
+    /// im2col of one sample `x` (`[C·H·W]`) into the columns
+    /// `off..off + Ho·Wo` of `cols`, a `[C·k·k, ld]` matrix.
+    pub(crate) fn im2col(&mut self, x: &[E], cols: &mut [E], ld: usize, off: usize) {
         let g = self.g;
         assert_eq!(x.len(), g.in_features());
-        assert_eq!(cols.len(), g.patch() * self.ho * self.wo);
+        assert!(off + self.ho * self.wo <= ld && cols.len() >= g.patch() * ld);
         if g.pad > 0 {
             for c in 0..g.c_in {
                 for y in 0..g.h {
@@ -135,25 +136,26 @@ impl<E: Float> Patcher<E> {
         }
         let src = if g.pad > 0 { &self.xp[..] } else { x };
         match g.stride {
-            1 => gather_rows::<E, 1>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
-            2 => gather_rows::<E, 2>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
-            _ => gather_rows::<E, 0>(&g, self.ho, self.wo, self.hp, self.wp, src, cols),
+            1 => gather_rows::<E, 1>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+            2 => gather_rows::<E, 2>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+            _ => gather_rows::<E, 0>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
         }
     }
 
-    /// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] += dcols[(c·k+u)·k+v, i·Wo+j]`.
-    pub(crate) fn col2im_add(&mut self, dcols: &[E], dx: &mut [E]) {
+    /// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] +=
+    /// dcols[(c·k+u)·k+v, off + i·Wo+j]` with `dcols` a `[C·k·k, ld]` matrix.
+    pub(crate) fn col2im_add(&mut self, dcols: &[E], ld: usize, off: usize, dx: &mut [E]) {
         let g = self.g;
         assert_eq!(dx.len(), g.in_features());
-        assert_eq!(dcols.len(), g.patch() * self.ho * self.wo);
+        assert!(off + self.ho * self.wo <= ld && dcols.len() >= g.patch() * ld);
         let n = g.c_in * self.hp * self.wp;
         if g.pad == 0 {
-            return self.scatter(dcols, dx);
+            return self.scatter(dcols, ld, off, dx);
         }
         let mut dp = std::mem::take(&mut self.dp);
         dp.clear();
         dp.resize(n, E::zero());
-        self.scatter(dcols, &mut dp);
+        self.scatter(dcols, ld, off, &mut dp);
         for c in 0..g.c_in {
             for y in 0..g.h {
                 let s = (c * self.hp + y + g.pad) * self.wp + g.pad;
@@ -164,12 +166,12 @@ impl<E: Float> Patcher<E> {
         self.dp = dp;
     }
 
-    fn scatter(&self, dcols: &[E], dst: &mut [E]) {
+    fn scatter(&self, dcols: &[E], ld: usize, off: usize, dst: &mut [E]) {
         let (g, ho, wo, hp, wp) = (&self.g, self.ho, self.wo, self.hp, self.wp);
         match g.stride {
-            1 => scatter_rows::<E, 1>(g, ho, wo, hp, wp, dcols, dst),
-            2 => scatter_rows::<E, 2>(g, ho, wo, hp, wp, dcols, dst),
-            _ => scatter_rows::<E, 0>(g, ho, wo, hp, wp, dcols, dst),
+            1 => scatter_rows::<E, 1>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            2 => scatter_rows::<E, 2>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            _ => scatter_rows::<E, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
         }
     }
 }
@@ -187,6 +189,7 @@ fn stride_of<const S: usize>(g: &ConvGeom) -> usize {
 /// `cols[(c·k+u)·k+v, i·Wo+j] = xp[c, i·s+u, j·s+v]` over a padded
 /// `[C, hp, wp]` input.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn gather_rows<E: Float, const S: usize>(
     g: &ConvGeom,
     ho: usize,
@@ -195,6 +198,8 @@ fn gather_rows<E: Float, const S: usize>(
     wp: usize,
     xp: &[E],
     cols: &mut [E],
+    ld: usize,
+    off: usize,
 ) {
     let s = stride_of::<S>(g);
     let (k, hw) = (g.k, ho * wo);
@@ -203,7 +208,7 @@ fn gather_rows<E: Float, const S: usize>(
         let plane = &xp[c * hp * wp..][..hp * wp];
         for u in 0..k {
             for v in 0..k {
-                let row = &mut cols[((c * k + u) * k + v) * hw..][..hw];
+                let row = &mut cols[((c * k + u) * k + v) * ld + off..][..hw];
                 for (i, dst) in row.chunks_exact_mut(wo).enumerate() {
                     let src = &plane[(i * s + u) * wp + v..][..span];
                     if s == 1 {
@@ -223,6 +228,7 @@ fn gather_rows<E: Float, const S: usize>(
 /// `dp[c, i·s+u, j·s+v] += dcols[(c·k+u)·k+v, i·Wo+j]` over a padded
 /// `[C, hp, wp]` accumulator.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn scatter_rows<E: Float, const S: usize>(
     g: &ConvGeom,
     ho: usize,
@@ -230,6 +236,8 @@ fn scatter_rows<E: Float, const S: usize>(
     hp: usize,
     wp: usize,
     dcols: &[E],
+    ld: usize,
+    off: usize,
     dp: &mut [E],
 ) {
     let s = stride_of::<S>(g);
@@ -239,7 +247,7 @@ fn scatter_rows<E: Float, const S: usize>(
         let plane = &mut dp[c * hp * wp..][..hp * wp];
         for u in 0..k {
             for v in 0..k {
-                let row = &dcols[((c * k + u) * k + v) * hw..][..hw];
+                let row = &dcols[((c * k + u) * k + v) * ld + off..][..hw];
                 for (i, src) in row.chunks_exact(wo).enumerate() {
                     let dst = &mut plane[(i * s + u) * wp + v..][..span];
                     if s == 1 {
@@ -300,62 +308,9 @@ fn matmul<E: Float>(
     }
 }
 
-/// Forward pass on plain buffers: returns `y` (`[n, O·Ho·Wo]`) and, when
-/// `keep_cols`, the im2col matrices of every sample for the backward pass.
-pub fn forward_raw<E: Float>(
-    g: &ConvGeom,
-    x: &[E],
-    w: &[E],
-    b: &[E],
-    n: usize,
-    keep_cols: bool,
-) -> (Vec<E>, Option<Vec<E>>) {
-    let (ho, wo) = g.out_hw();
-    let hw = ho * wo;
-    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
-    assert_eq!(x.len(), n * fin);
-    assert_eq!(w.len(), g.weight_len());
-    assert_eq!(b.len(), g.c_out);
-    let mut y = vec![E::zero(); n * fout];
-    let mut cols = if keep_cols {
-        Some(vec![E::zero(); n * patch * hw])
-    } else {
-        None
-    };
-    let one_sample = |pt: &mut Patcher<E>, xs: &[E], ys: &mut [E], cs: &mut [E]| {
-        pt.im2col(xs, cs);
-        matmul(g.c_out, hw, patch, ys, false, w, patch, 1, cs, hw, 1);
-        for (o, row) in ys.chunks_mut(hw).enumerate() {
-            for v in row {
-                *v += b[o];
-            }
-        }
-    };
-    match cols.as_mut() {
-        Some(cols) => {
-            y.par_chunks_mut(fout * CHUNK)
-                .zip(cols.par_chunks_mut(patch * hw * CHUNK))
-                .zip(x.par_chunks(fin * CHUNK))
-                .for_each(|((yc, cc), xc)| {
-                    let mut pt = Patcher::new(g);
-                    for ((ys, cs), xs) in yc.chunks_mut(fout).zip(cc.chunks_mut(patch * hw)).zip(xc.chunks(fin)) {
-                        one_sample(&mut pt, xs, ys, cs);
-                    }
-                });
-        }
-        None => {
-            y.par_chunks_mut(fout * CHUNK)
-                .zip(x.par_chunks(fin * CHUNK))
-                .for_each(|(yc, xc)| {
-                    let mut cs = vec![E::zero(); patch * hw];
-                    let mut pt = Patcher::new(g);
-                    for (ys, xs) in yc.chunks_mut(fout).zip(xc.chunks(fin)) {
-                        one_sample(&mut pt, xs, ys, &mut cs);
-                    }
-                });
-        }
-    }
-    (y, cols)
+/// Forward pass on plain buffers: `y = conv(x, W, b)`, `[n, O·Ho·Wo]`.
+pub fn forward_raw<E: Float>(g: &ConvGeom, x: &[E], w: &[E], b: &[E], n: usize) -> Vec<E> {
+    chunked_forward(g, x, None, w, None, b, n).0
 }
 
 /// Gradients of one conv call: `(dx, dw, db)`.
@@ -368,86 +323,12 @@ pub struct ConvGrads<E> {
     pub db: Vec<E>,
 }
 
-/// Backward pass on plain buffers, from the forward's im2col matrices.
-pub fn backward_raw<E: Float>(g: &ConvGeom, cols: &[E], w: &[E], dy: &[E], n: usize, want_dx: bool) -> ConvGrads<E> {
-    let (ho, wo) = g.out_hw();
-    let hw = ho * wo;
-    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
-    assert_eq!(dy.len(), n * fout);
-    assert_eq!(cols.len(), n * patch * hw);
-    let mut dx = if want_dx { Some(vec![E::zero(); n * fin]) } else { None };
-    // Per-chunk partial (dw, db), in chunk order.
-    let partial = |dyc: &[E], cc: &[E], dxc: Option<&mut [E]>| {
-        let mut dw = vec![E::zero(); g.weight_len()];
-        let mut db = vec![E::zero(); g.c_out];
-        let mut dcols = if dxc.is_some() {
-            vec![E::zero(); patch * hw]
-        } else {
-            Vec::new()
-        };
-        let mut dxc = dxc;
-        let mut pt = Patcher::new(g);
-        for (s, (dys, cs)) in dyc.chunks(fout).zip(cc.chunks(patch * hw)).enumerate() {
-            // dW += dY · colsᵀ
-            matmul(g.c_out, patch, hw, &mut dw, true, dys, hw, 1, cs, 1, hw);
-            for (o, row) in dys.chunks(hw).enumerate() {
-                db[o] += row.iter().fold(E::zero(), |a, &v| a + v);
-            }
-            if let Some(dxc) = dxc.as_deref_mut() {
-                // dcols = Wᵀ · dY
-                matmul(patch, hw, g.c_out, &mut dcols, false, w, 1, patch, dys, hw, 1);
-                pt.col2im_add(&dcols, &mut dxc[s * fin..(s + 1) * fin]);
-            }
-        }
-        (dw, db)
-    };
-    let parts: Vec<(Vec<E>, Vec<E>)> = match dx.as_mut() {
-        Some(dx) => dy
-            .par_chunks(fout * CHUNK)
-            .zip(cols.par_chunks(patch * hw * CHUNK))
-            .zip(dx.par_chunks_mut(fin * CHUNK))
-            .map(|((dyc, cc), dxc)| partial(dyc, cc, Some(dxc)))
-            .collect(),
-        None => dy
-            .par_chunks(fout * CHUNK)
-            .zip(cols.par_chunks(patch * hw * CHUNK))
-            .map(|(dyc, cc)| partial(dyc, cc, None))
-            .collect(),
-    };
-    let mut dw = vec![E::zero(); g.weight_len()];
-    let mut db = vec![E::zero(); g.c_out];
-    for (pw, pb) in parts {
-        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
-    }
+/// Backward pass on plain buffers (recomputing im2col from `x`), with
+/// `dy = ∂L/∂y`.
+pub fn backward_raw<E: Float>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], n: usize, want_dx: bool) -> ConvGrads<E> {
+    let mut dx = want_dx.then(|| vec![E::zero(); n * g.in_features()]);
+    let (dw, db) = dual_backward_raw(g, x, None, w, &[], dy, None, n, dx.as_deref_mut(), None);
     ConvGrads { dx, dw, db }
-}
-
-/// `ys = W · cols` (or `ys += W · cols` when `acc`), one sample: `W` is
-/// `[O, C·k·k]`, `cols` `[C·k·k, Ho·Wo]`.
-fn w_cols<E: Float>(g: &ConvGeom, hw: usize, w: &[E], cols: &[E], ys: &mut [E], acc: bool) {
-    let patch = g.patch();
-    matmul(g.c_out, hw, patch, ys, acc, w, patch, 1, cols, hw, 1);
-}
-
-/// `ys[o, ·] += b[o]`.
-fn add_bias<E: Float>(hw: usize, b: &[E], ys: &mut [E]) {
-    for (row, &bo) in ys.chunks_mut(hw).zip(b) {
-        for v in row {
-            *v += bo;
-        }
-    }
-}
-
-/// `dw += G · colsᵀ`, one sample.
-fn dw_add<E: Float>(g: &ConvGeom, hw: usize, gs: &[E], cols: &[E], dw: &mut [E]) {
-    matmul(g.c_out, g.patch(), hw, dw, true, gs, hw, 1, cols, 1, hw);
-}
-
-/// `dcols = Wᵀ · G` (or `+=` when `acc`), one sample.
-fn wt_g<E: Float>(g: &ConvGeom, hw: usize, w: &[E], gs: &[E], dcols: &mut [E], acc: bool) {
-    let patch = g.patch();
-    matmul(patch, hw, g.c_out, dcols, acc, w, 1, patch, gs, hw, 1);
 }
 
 /// Fused forward of a convolution and its tangent, on plain buffers.
@@ -467,45 +348,127 @@ pub fn dual_forward_raw<E: Float>(
     c: &[E],
     n: usize,
 ) -> (Vec<E>, Vec<E>) {
+    assert_eq!(v.len(), g.weight_len());
+    assert_eq!(c.len(), g.c_out);
+    let (z, zd) = chunked_forward(g, x, xdot, w, Some((v, c)), b, n);
+    (z, zd.expect("tangent requested"))
+}
+
+/// Per-thread work buffers for one chunk of samples.
+struct Work<E> {
+    pt: Patcher<E>,
+    /// im2col of the chunk's `x`, `[C·k·k, m·Ho·Wo]` (sample s in columns `s·Ho·Wo..`).
+    cols: Vec<E>,
+    /// The same for `ẋ`.
+    cols_d: Vec<E>,
+    /// GEMM outputs / output gradients in the same column order, `[2·O, m·Ho·Wo]`.
+    out: Vec<E>,
+}
+
+impl<E: Float> Work<E> {
+    fn new(g: &ConvGeom) -> Self {
+        Self {
+            pt: Patcher::new(g),
+            cols: Vec::new(),
+            cols_d: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+}
+
+/// Resizes `buf` to `len` (contents unspecified; callers overwrite).
+fn sized<E: Float>(buf: &mut Vec<E>, len: usize) -> &mut [E] {
+    buf.resize(len, E::zero());
+    &mut buf[..len]
+}
+
+/// The samples of chunk `ci`: `lo..hi`.
+fn chunk_range(ci: usize, n: usize) -> (usize, usize) {
+    (ci * CHUNK, ((ci + 1) * CHUNK).min(n))
+}
+
+/// Forward on plain buffers, a chunk of [`CHUNK`] samples per GEMM: the
+/// chunk's im2col matrices sit side by side (`[C·k·k, m·Ho·Wo]`), so
+/// `[W; V]·cols` is one GEMM with `m·Ho·Wo` columns; the result is copied
+/// back to per-sample NCHW rows with the bias added. With `tangent =
+/// Some((V, c))` also returns `ż = W·colsᵈ + V·cols + c` (`ẋ = 0` when
+/// `xdot` is `None`).
+fn chunked_forward<E: Float>(
+    g: &ConvGeom,
+    x: &[E],
+    xdot: Option<&[E]>,
+    w: &[E],
+    tangent: Option<(&[E], &[E])>,
+    b: &[E],
+    n: usize,
+) -> (Vec<E>, Option<Vec<E>>) {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
-    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    let (fin, fout, patch, o) = (g.in_features(), g.out_features(), g.patch(), g.c_out);
     assert_eq!(x.len(), n * fin);
     assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
     assert_eq!(w.len(), g.weight_len());
-    assert_eq!(v.len(), g.weight_len());
-    assert_eq!(b.len(), g.c_out);
-    assert_eq!(c.len(), g.c_out);
+    assert_eq!(b.len(), o);
+    // [W; V] stacked, so one GEMM gives both W·cols and V·cols.
+    let wv: Vec<E> = match tangent {
+        Some((v, _)) => w.iter().chain(v).copied().collect(),
+        None => w.to_vec(),
+    };
+    let rows = wv.len() / patch;
     let mut z = vec![E::zero(); n * fout];
-    let mut zd = vec![E::zero(); n * fout];
-    z.par_chunks_mut(fout * CHUNK)
-        .zip(zd.par_chunks_mut(fout * CHUNK))
-        .enumerate()
-        .for_each(|(ci, (zc, zdc))| {
-            let mut cols = vec![E::zero(); patch * hw];
-            let mut pt = Patcher::new(g);
-            let mut cols_d = if xdot.is_some() {
-                vec![E::zero(); patch * hw]
-            } else {
-                Vec::new()
-            };
-            for (s, (zs, zds)) in zc.chunks_mut(fout).zip(zdc.chunks_mut(fout)).enumerate() {
-                let i = ci * CHUNK + s;
-                pt.im2col(&x[i * fin..(i + 1) * fin], &mut cols);
-                w_cols(g, hw, w, &cols, zs, false);
-                add_bias(hw, b, zs);
-                match xdot {
-                    Some(xd) => {
-                        pt.im2col(&xd[i * fin..(i + 1) * fin], &mut cols_d);
-                        w_cols(g, hw, w, &cols_d, zds, false);
-                        w_cols(g, hw, v, &cols, zds, true);
-                    }
-                    None => w_cols(g, hw, v, &cols, zds, false),
-                }
-                add_bias(hw, c, zds);
+    let mut zd = tangent.map(|_| vec![E::zero(); n * fout]);
+    let zd_chunks: Vec<Option<&mut [E]>> = match zd.as_mut() {
+        Some(zd) => zd.chunks_mut(fout * CHUNK).map(Some).collect(),
+        None => (0..n.div_ceil(CHUNK)).map(|_| None).collect(),
+    };
+    z.par_chunks_mut(fout * CHUNK).zip(zd_chunks).enumerate().for_each_init(
+        || Work::new(g),
+        |wk, (ci, (zc, zdc))| {
+            let (lo, hi) = chunk_range(ci, n);
+            let l = (hi - lo) * hw;
+            let cols = sized(&mut wk.cols, patch * l);
+            for s in 0..hi - lo {
+                wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
             }
-        });
+            let out = sized(&mut wk.out, rows * l);
+            matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
+            unpack_rows(&out[..o * l], b, zc, hw, fout);
+            if let (Some((_, c)), Some(zdc)) = (tangent, zdc) {
+                let (_, outd) = out.split_at_mut(o * l);
+                if let Some(xd) = xdot {
+                    let cols_d = sized(&mut wk.cols_d, patch * l);
+                    for s in 0..hi - lo {
+                        wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols_d, l, s * hw);
+                    }
+                    matmul(o, l, patch, outd, true, w, patch, 1, cols_d, l, 1);
+                }
+                unpack_rows(outd, c, zdc, hw, fout);
+            }
+        },
+    );
     (z, zd)
+}
+
+/// `dst[s·fout + o·hw + p] = src[o·(m·hw) + s·hw + p] + bias[o]` for the
+/// `m = dst.len() / fout` samples of a chunk.
+fn unpack_rows<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: usize) {
+    let l = src.len() / bias.len();
+    for (s, ds) in dst.chunks_mut(fout).enumerate() {
+        for (oi, (row, &bo)) in ds.chunks_mut(hw).zip(bias).enumerate() {
+            let sr = &src[oi * l + s * hw..][..hw];
+            row.iter_mut().zip(sr).for_each(|(d, &v)| *d = v + bo);
+        }
+    }
+}
+
+/// The inverse layout move: `dst[o·(m·hw) + s·hw + p] = src[s·fout + o·hw + p]`.
+fn pack_rows<E: Float>(src: &[E], dst: &mut [E], o: usize, hw: usize, fout: usize) {
+    let l = dst.len() / o;
+    for (s, ss) in src.chunks(fout).enumerate() {
+        for (oi, row) in ss.chunks(hw).enumerate() {
+            dst[oi * l + s * hw..][..hw].copy_from_slice(row);
+        }
+    }
 }
 
 /// Fused backward of [`dual_forward_raw`], recomputing the im2col matrices
@@ -518,8 +481,10 @@ pub fn dual_forward_raw<E: Float>(
 /// * `dx += col2im(Wᵀ·G + Vᵀ·Ġ)` when `dx` is given;
 /// * `dxdot += col2im(Wᵀ·Ġ)` when `dxdot` and `Ġ` are given.
 ///
-/// `V` and `c` are constants and get no gradient. Partial sums are per
-/// fixed chunk and reduced in chunk order (thread-count independent).
+/// `V` and `c` are constants and get no gradient. Work is batched per chunk
+/// of [`CHUNK`] samples (one GEMM per product over the whole chunk; `Wᵀ·G +
+/// Vᵀ·Ġ` is one GEMM with `[W; V]` and `[G; Ġ]` stacked). Partial sums are
+/// per fixed chunk and reduced in chunk order (thread-count independent).
 #[allow(clippy::too_many_arguments)]
 pub fn dual_backward_raw<E: Float>(
     g: &ConvGeom,
@@ -535,7 +500,7 @@ pub fn dual_backward_raw<E: Float>(
 ) -> (Vec<E>, Vec<E>) {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
-    let (fin, fout, patch) = (g.in_features(), g.out_features(), g.patch());
+    let (fin, fout, patch, o) = (g.in_features(), g.out_features(), g.patch(), g.c_out);
     assert_eq!(x.len(), n * fin);
     assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
     assert_eq!(w.len(), g.weight_len());
@@ -560,57 +525,65 @@ pub fn dual_backward_raw<E: Float>(
         split(dx, n * fin, fin * CHUNK, nch),
         split(dxdot, n * fin, fin * CHUNK, nch),
     );
+    // [W; V] stacked (rows), matching [G; Ġ] stacked in `out`.
+    let wv: Vec<E> = match gzdot {
+        Some(_) => w.iter().chain(v).copied().collect(),
+        None => w.to_vec(),
+    };
+    let grows = wv.len() / patch;
     let parts: Vec<(Vec<E>, Vec<E>)> = dxs
         .into_par_iter()
         .zip(dxds)
         .enumerate()
-        .map(|(ci, (mut dxc, mut dxdc))| {
-            let mut dw = vec![E::zero(); g.weight_len()];
-            let mut db = vec![E::zero(); g.c_out];
-            let mut cols = vec![E::zero(); patch * hw];
-            let mut pt = Patcher::new(g);
-            let need_cols_d = xdot.is_some() && gzdot.is_some();
-            let mut cols_d = if need_cols_d {
-                vec![E::zero(); patch * hw]
-            } else {
-                Vec::new()
-            };
-            let mut dcols = if dxc.is_some() || dxdc.is_some() {
-                vec![E::zero(); patch * hw]
-            } else {
-                Vec::new()
-            };
-            let (lo, hi) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n));
-            for i in lo..hi {
-                let s = i - lo;
-                let gs = &gz[i * fout..(i + 1) * fout];
-                let gds = gzdot.map(|gd| &gd[i * fout..(i + 1) * fout]);
-                pt.im2col(&x[i * fin..(i + 1) * fin], &mut cols);
-                dw_add(g, hw, gs, &cols, &mut dw);
-                for (o, row) in gs.chunks(hw).enumerate() {
-                    db[o] += row.iter().fold(E::zero(), |a, &v| a + v);
+        .map_init(
+            || Work::new(g),
+            |wk, (ci, (mut dxc, mut dxdc))| {
+                let mut dw = vec![E::zero(); g.weight_len()];
+                let mut db = vec![E::zero(); o];
+                let (lo, hi) = chunk_range(ci, n);
+                let (m, l) = (hi - lo, (hi - lo) * hw);
+                // [G; Ġ] as [grows, m·hw].
+                let gs = sized(&mut wk.out, grows * l);
+                pack_rows(&gz[lo * fout..hi * fout], &mut gs[..o * l], o, hw, fout);
+                if let Some(gd) = gzdot {
+                    pack_rows(&gd[lo * fout..hi * fout], &mut gs[o * l..], o, hw, fout);
                 }
-                if let (Some(gds), Some(xd)) = (gds, xdot) {
-                    pt.im2col(&xd[i * fin..(i + 1) * fin], &mut cols_d);
-                    dw_add(g, hw, gds, &cols_d, &mut dw);
+                for (dbo, row) in db.iter_mut().zip(gs.chunks(l)) {
+                    *dbo = row.iter().fold(E::zero(), |a, &v| a + v);
                 }
-                if let Some(dxc) = dxc.as_deref_mut() {
-                    wt_g(g, hw, w, gs, &mut dcols, false);
-                    if let Some(gds) = gds {
-                        wt_g(g, hw, v, gds, &mut dcols, true);
+                let cols = sized(&mut wk.cols, patch * l);
+                for s in 0..m {
+                    wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
+                }
+                // dW = G·colsᵀ (+ Ġ·colsᵈᵀ)
+                matmul(o, patch, l, &mut dw, false, &gs[..o * l], l, 1, cols, 1, l);
+                if let (Some(_), Some(xd)) = (gzdot, xdot) {
+                    for s in 0..m {
+                        wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols, l, s * hw);
                     }
-                    pt.col2im_add(&dcols, &mut dxc[s * fin..(s + 1) * fin]);
+                    matmul(o, patch, l, &mut dw, true, &gs[o * l..], l, 1, cols, 1, l);
                 }
-                if let (Some(dxdc), Some(gds)) = (dxdc.as_deref_mut(), gds) {
-                    wt_g(g, hw, w, gds, &mut dcols, false);
-                    pt.col2im_add(&dcols, &mut dxdc[s * fin..(s + 1) * fin]);
+                // The column buffer is free again: reuse it for dcols.
+                if let Some(dxc) = dxc.as_deref_mut() {
+                    // dcols = [W; V]ᵀ·[G; Ġ] = Wᵀ·G + Vᵀ·Ġ
+                    matmul(patch, l, grows, cols, false, &wv, 1, patch, gs, l, 1);
+                    for s in 0..m {
+                        wk.pt.col2im_add(cols, l, s * hw, &mut dxc[s * fin..(s + 1) * fin]);
+                    }
                 }
-            }
-            (dw, db)
-        })
+                if let Some(dxdc) = dxdc.as_deref_mut() {
+                    // dcolsᵈ = Wᵀ·Ġ
+                    matmul(patch, l, o, cols, false, w, 1, patch, &gs[o * l..], l, 1);
+                    for s in 0..m {
+                        wk.pt.col2im_add(cols, l, s * hw, &mut dxdc[s * fin..(s + 1) * fin]);
+                    }
+                }
+                (dw, db)
+            },
+        )
         .collect();
     let mut dw = vec![E::zero(); g.weight_len()];
-    let mut db = vec![E::zero(); g.c_out];
+    let mut db = vec![E::zero(); o];
     for (pw, pb) in parts {
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
@@ -654,7 +627,7 @@ where
     let (b, tb) = b.split_tape();
     let mut tape = tx.merge(tw).merge(tb);
     let (wv, xv, bv) = (host_vec(&w), host_vec(&x), host_vec(&b));
-    let (y, _) = forward_raw(g, &xv, &wv, &bv, n, false);
+    let y = forward_raw(g, &xv, &wv, &bv, n);
     let dev = x.device().clone();
     let out = dev.tensor_from_vec(y, (n, g.out_features()));
     if TX::OWNS_TAPE {
