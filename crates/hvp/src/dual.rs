@@ -190,22 +190,11 @@ where
     }
 
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
-        // z = conv(x, W, b), ż = conv(ẋ, W, 0) + conv(x, V, c) in one fused
-        // op (one im2col of x); with ẋ = None, ż is a constant.
-        let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
-        let (primal, tangent) = conv2d_dual(
-            x.primal,
-            x.tangent,
-            self.block(w),
-            &self.v[wr],
-            self.block(b),
-            &self.v[br],
-            geom,
-        );
-        DualAct {
-            primal,
-            tangent: Some(tangent),
-        }
+        self.conv(x, geom, w, b, false)
+    }
+
+    fn conv2d_relu(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        self.conv(x, geom, w, b, true)
     }
 
     fn relu(&mut self, x: Self::Act) -> Self::Act {
@@ -221,6 +210,34 @@ where
                 primal: x.primal.relu(),
                 tangent: None,
             },
+        }
+    }
+}
+
+impl<E: Float, TT> Dual<'_, E, TT>
+where
+    Dev: Device<E>,
+    TT: Tape<E, Dev>,
+    Taped<E>: Merge<TT>,
+{
+    /// The conv layer (with a fused ReLU when `relu`).
+    fn conv(&mut self, x: DualAct<E, TT>, geom: &ConvGeom, w: BlockId, b: BlockId, relu: bool) -> DualAct<E, TT> {
+        // z = conv(x, W, b), ż = conv(ẋ, W, 0) + conv(x, V, c) in one fused
+        // op (one im2col of x); with ẋ = None, ż is a constant.
+        let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
+        let (primal, tangent) = conv2d_dual(
+            x.primal,
+            x.tangent,
+            self.block(w),
+            &self.v[wr],
+            self.block(b),
+            &self.v[br],
+            geom,
+            relu,
+        );
+        DualAct {
+            primal,
+            tangent: Some(tangent),
         }
     }
 }

@@ -124,8 +124,7 @@ impl Model for Cnn {
         };
         let mut x = ops.images(pixels, 784);
         for (g, w, b) in &self.convs {
-            x = ops.conv2d(x, g, *w, *b);
-            x = ops.relu(x);
+            x = ops.conv2d_relu(x, g, *w, *b);
         }
         let x = ops.linear(x, self.fc[0].0, self.fc[0].1);
         let x = ops.relu(x);

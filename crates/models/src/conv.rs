@@ -310,7 +310,7 @@ fn matmul<E: Float>(
 
 /// Forward pass on plain buffers: `y = conv(x, W, b)`, `[n, O·Ho·Wo]`.
 pub fn forward_raw<E: Float>(g: &ConvGeom, x: &[E], w: &[E], b: &[E], n: usize) -> Vec<E> {
-    chunked_forward(g, x, None, w, None, b, n).0
+    chunked_forward(g, x, None, w, None, b, n, false).z
 }
 
 /// Gradients of one conv call: `(dx, dw, db)`.
@@ -350,8 +350,8 @@ pub fn dual_forward_raw<E: Float>(
 ) -> (Vec<E>, Vec<E>) {
     assert_eq!(v.len(), g.weight_len());
     assert_eq!(c.len(), g.c_out);
-    let (z, zd) = chunked_forward(g, x, xdot, w, Some((v, c)), b, n);
-    (z, zd.expect("tangent requested"))
+    let out = chunked_forward(g, x, xdot, w, Some((v, c)), b, n, false);
+    (out.z, out.zd.expect("tangent requested"))
 }
 
 /// Per-thread work buffers for one chunk of samples.
@@ -387,12 +387,24 @@ fn chunk_range(ci: usize, n: usize) -> (usize, usize) {
     (ci * CHUNK, ((ci + 1) * CHUNK).min(n))
 }
 
+/// Outputs of [`chunked_forward`].
+struct Forward<E> {
+    /// `z` (or `relu(z)`), `[n, O·Ho·Wo]`.
+    z: Vec<E>,
+    /// `ż` (or `1[z > 0]·ż`), when a tangent was asked for.
+    zd: Option<Vec<E>>,
+    /// `1[z > 0]`, when the ReLU was fused.
+    mask: Option<Vec<bool>>,
+}
+
 /// Forward on plain buffers, a chunk of [`CHUNK`] samples per GEMM: the
 /// chunk's im2col matrices sit side by side (`[C·k·k, m·Ho·Wo]`), so
 /// `[W; V]·cols` is one GEMM with `m·Ho·Wo` columns; the result is copied
 /// back to per-sample NCHW rows with the bias added. With `tangent =
 /// Some((V, c))` also returns `ż = W·colsᵈ + V·cols + c` (`ẋ = 0` when
-/// `xdot` is `None`).
+/// `xdot` is `None`). With `relu`, returns `a = max(z, 0)`, `ȧ = 1[z > 0]·ż`
+/// and the mask instead.
+#[allow(clippy::too_many_arguments)]
 fn chunked_forward<E: Float>(
     g: &ConvGeom,
     x: &[E],
@@ -401,7 +413,8 @@ fn chunked_forward<E: Float>(
     tangent: Option<(&[E], &[E])>,
     b: &[E],
     n: usize,
-) -> (Vec<E>, Option<Vec<E>>) {
+    relu: bool,
+) -> Forward<E> {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
     let (fin, fout, patch, o) = (g.in_features(), g.out_features(), g.patch(), g.c_out);
@@ -415,58 +428,104 @@ fn chunked_forward<E: Float>(
         None => w.to_vec(),
     };
     let rows = wv.len() / patch;
+    let nch = n.div_ceil(CHUNK);
     let mut z = vec![E::zero(); n * fout];
     let mut zd = tangent.map(|_| vec![E::zero(); n * fout]);
-    let zd_chunks: Vec<Option<&mut [E]>> = match zd.as_mut() {
-        Some(zd) => zd.chunks_mut(fout * CHUNK).map(Some).collect(),
-        None => (0..n.div_ceil(CHUNK)).map(|_| None).collect(),
-    };
-    z.par_chunks_mut(fout * CHUNK).zip(zd_chunks).enumerate().for_each_init(
-        || Work::new(g),
-        |wk, (ci, (zc, zdc))| {
-            let (lo, hi) = chunk_range(ci, n);
-            let l = (hi - lo) * hw;
-            let cols = sized(&mut wk.cols, patch * l);
-            for s in 0..hi - lo {
-                wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
-            }
-            let out = sized(&mut wk.out, rows * l);
-            matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
-            unpack_rows(&out[..o * l], b, zc, hw, fout);
-            if let (Some((_, c)), Some(zdc)) = (tangent, zdc) {
-                let (_, outd) = out.split_at_mut(o * l);
-                if let Some(xd) = xdot {
-                    let cols_d = sized(&mut wk.cols_d, patch * l);
-                    for s in 0..hi - lo {
-                        wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols_d, l, s * hw);
-                    }
-                    matmul(o, l, patch, outd, true, w, patch, 1, cols_d, l, 1);
+    let mut mask = relu.then(|| vec![false; n * fout]);
+    let zd_chunks = opt_chunks(zd.as_deref_mut(), fout * CHUNK, nch);
+    let mask_chunks = opt_chunks(mask.as_deref_mut(), fout * CHUNK, nch);
+    z.par_chunks_mut(fout * CHUNK)
+        .zip(zd_chunks)
+        .zip(mask_chunks)
+        .enumerate()
+        .for_each_init(
+            || Work::new(g),
+            |wk, (ci, ((zc, zdc), mut mc))| {
+                let (lo, hi) = chunk_range(ci, n);
+                let l = (hi - lo) * hw;
+                let cols = sized(&mut wk.cols, patch * l);
+                for s in 0..hi - lo {
+                    wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
                 }
-                unpack_rows(outd, c, zdc, hw, fout);
-            }
-        },
-    );
-    (z, zd)
+                let out = sized(&mut wk.out, rows * l);
+                matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
+                match mc.as_deref_mut() {
+                    Some(mc) => unpack_rows(&out[..o * l], b, zc, hw, fout, |i, v| {
+                        mc[i] = v > E::zero();
+                        if mc[i] {
+                            v
+                        } else {
+                            E::zero()
+                        }
+                    }),
+                    None => unpack_rows(&out[..o * l], b, zc, hw, fout, |_, v| v),
+                }
+                if let (Some((_, c)), Some(zdc)) = (tangent, zdc) {
+                    let (_, outd) = out.split_at_mut(o * l);
+                    if let Some(xd) = xdot {
+                        let cols_d = sized(&mut wk.cols_d, patch * l);
+                        for s in 0..hi - lo {
+                            wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols_d, l, s * hw);
+                        }
+                        matmul(o, l, patch, outd, true, w, patch, 1, cols_d, l, 1);
+                    }
+                    match mc.as_deref() {
+                        Some(mc) => unpack_rows(outd, c, zdc, hw, fout, |i, v| if mc[i] { v } else { E::zero() }),
+                        None => unpack_rows(outd, c, zdc, hw, fout, |_, v| v),
+                    }
+                }
+            },
+        );
+    Forward { z, zd, mask }
 }
 
-/// `dst[s·fout + o·hw + p] = src[o·(m·hw) + s·hw + p] + bias[o]` for the
-/// `m = dst.len() / fout` samples of a chunk.
-fn unpack_rows<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: usize) {
+/// An optional buffer cut into `piece`-sized chunks (`nch` `None`s when absent).
+fn opt_chunks<T>(d: Option<&mut [T]>, piece: usize, nch: usize) -> Vec<Option<&mut [T]>> {
+    match d {
+        Some(d) => d.chunks_mut(piece).map(Some).collect(),
+        None => (0..nch).map(|_| None).collect(),
+    }
+}
+
+/// `dst[i] = post(i, src[o·(m·hw) + s·hw + p] + bias[o])` with
+/// `i = s·fout + o·hw + p`, for the `m = dst.len() / fout` samples of a chunk.
+#[inline(always)]
+fn unpack_rows<E: Float>(
+    src: &[E],
+    bias: &[E],
+    dst: &mut [E],
+    hw: usize,
+    fout: usize,
+    mut post: impl FnMut(usize, E) -> E,
+) {
     let l = src.len() / bias.len();
     for (s, ds) in dst.chunks_mut(fout).enumerate() {
         for (oi, (row, &bo)) in ds.chunks_mut(hw).zip(bias).enumerate() {
             let sr = &src[oi * l + s * hw..][..hw];
-            row.iter_mut().zip(sr).for_each(|(d, &v)| *d = v + bo);
+            let base = s * fout + oi * hw;
+            for (p, (d, &v)) in row.iter_mut().zip(sr).enumerate() {
+                *d = post(base + p, v + bo);
+            }
         }
     }
 }
 
-/// The inverse layout move: `dst[o·(m·hw) + s·hw + p] = src[s·fout + o·hw + p]`.
-fn pack_rows<E: Float>(src: &[E], dst: &mut [E], o: usize, hw: usize, fout: usize) {
+/// The inverse layout move: `dst[o·(m·hw) + s·hw + p] = src[s·fout + o·hw + p]`,
+/// zeroed where `mask` (same layout as `src`) is false.
+fn pack_rows<E: Float>(src: &[E], dst: &mut [E], o: usize, hw: usize, fout: usize, mask: Option<&[bool]>) {
     let l = dst.len() / o;
     for (s, ss) in src.chunks(fout).enumerate() {
         for (oi, row) in ss.chunks(hw).enumerate() {
-            dst[oi * l + s * hw..][..hw].copy_from_slice(row);
+            let d = &mut dst[oi * l + s * hw..][..hw];
+            match mask {
+                Some(m) => {
+                    let m = &m[s * fout + oi * hw..][..hw];
+                    for ((d, &v), &keep) in d.iter_mut().zip(row).zip(m) {
+                        *d = if keep { v } else { E::zero() };
+                    }
+                }
+                None => d.copy_from_slice(row),
+            }
         }
     }
 }
@@ -498,6 +557,26 @@ pub fn dual_backward_raw<E: Float>(
     dx: Option<&mut [E]>,
     dxdot: Option<&mut [E]>,
 ) -> (Vec<E>, Vec<E>) {
+    chunked_backward(g, x, xdot, w, v, gz, gzdot, None, n, dx, dxdot)
+}
+
+/// [`dual_backward_raw`] behind a fused ReLU: `gz`, `gzdot` are the
+/// gradients of `relu(z)` and `1[z > 0]·ż`, multiplied by `mask = 1[z > 0]`
+/// on the way in (`None`: no ReLU).
+#[allow(clippy::too_many_arguments)]
+fn chunked_backward<E: Float>(
+    g: &ConvGeom,
+    x: &[E],
+    xdot: Option<&[E]>,
+    w: &[E],
+    v: &[E],
+    gz: &[E],
+    gzdot: Option<&[E]>,
+    mask: Option<&[bool]>,
+    n: usize,
+    dx: Option<&mut [E]>,
+    dxdot: Option<&mut [E]>,
+) -> (Vec<E>, Vec<E>) {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
     let (fin, fout, patch, o) = (g.in_features(), g.out_features(), g.patch(), g.c_out);
@@ -509,6 +588,7 @@ pub fn dual_backward_raw<E: Float>(
         assert_eq!(gd.len(), n * fout);
         assert_eq!(v.len(), g.weight_len());
     }
+    assert!(mask.is_none_or(|m| m.len() == n * fout));
     let dxdot = if gzdot.is_some() { dxdot } else { None };
     let nch = n.div_ceil(CHUNK);
     /// Per-chunk pieces of an optional gradient buffer of `len` entries.
@@ -544,9 +624,10 @@ pub fn dual_backward_raw<E: Float>(
                 let (m, l) = (hi - lo, (hi - lo) * hw);
                 // [G; Ġ] as [grows, m·hw].
                 let gs = sized(&mut wk.out, grows * l);
-                pack_rows(&gz[lo * fout..hi * fout], &mut gs[..o * l], o, hw, fout);
+                let mc = mask.map(|m| &m[lo * fout..hi * fout]);
+                pack_rows(&gz[lo * fout..hi * fout], &mut gs[..o * l], o, hw, fout, mc);
                 if let Some(gd) = gzdot {
-                    pack_rows(&gd[lo * fout..hi * fout], &mut gs[o * l..], o, hw, fout);
+                    pack_rows(&gd[lo * fout..hi * fout], &mut gs[o * l..], o, hw, fout, mc);
                 }
                 for (dbo, row) in db.iter_mut().zip(gs.chunks(l)) {
                     *dbo = row.iter().fold(E::zero(), |a, &v| a + v);
@@ -620,6 +701,48 @@ where
     TW: Tape<E, Dev>,
     TB: Tape<E, Dev>,
 {
+    conv_op(x, w, b, g, want_dx, false)
+}
+
+/// `relu(conv2d(x, W, b))` as one op ([`conv2d_with`] followed by a ReLU):
+/// the forward writes `a = max(z, 0)` straight from the GEMM output, and the
+/// backward masks `∂L/∂a` by `1[z > 0]` while repacking it, so no
+/// pre-activation tensor or gradient is ever allocated. Equal to the two
+/// ops in sequence (the ReLU's derivative at exactly 0 is taken as 0, as
+/// dfdx does).
+pub fn conv2d_relu_with<E, TX, TW, TB>(
+    x: T2<E, TX>,
+    w: T1<E, TW>,
+    b: T1<E, TB>,
+    g: &ConvGeom,
+    want_dx: bool,
+) -> T2<E, TX>
+where
+    E: Float,
+    Dev: Device<E>,
+    TX: Tape<E, Dev> + Merge<TW> + Merge<TB>,
+    TW: Tape<E, Dev>,
+    TB: Tape<E, Dev>,
+{
+    conv_op(x, w, b, g, want_dx, true)
+}
+
+/// [`conv2d_with`] with an optional fused ReLU.
+fn conv_op<E, TX, TW, TB>(
+    x: T2<E, TX>,
+    w: T1<E, TW>,
+    b: T1<E, TB>,
+    g: &ConvGeom,
+    want_dx: bool,
+    relu: bool,
+) -> T2<E, TX>
+where
+    E: Float,
+    Dev: Device<E>,
+    TX: Tape<E, Dev> + Merge<TW> + Merge<TB>,
+    TW: Tape<E, Dev>,
+    TB: Tape<E, Dev>,
+{
     let n = x.shape().0;
     assert_eq!(x.shape().1, g.in_features(), "conv2d: input features");
     let (x, tx) = x.split_tape();
@@ -627,7 +750,7 @@ where
     let (b, tb) = b.split_tape();
     let mut tape = tx.merge(tw).merge(tb);
     let (wv, xv, bv) = (host_vec(&w), host_vec(&x), host_vec(&b));
-    let y = forward_raw(g, &xv, &wv, &bv, n);
+    let Forward { z: y, mask, .. } = chunked_forward(g, &xv, None, &wv, None, &bv, n, relu);
     let dev = x.device().clone();
     let out = dev.tensor_from_vec(y, (n, g.out_features()));
     if TX::OWNS_TAPE {
@@ -637,7 +760,8 @@ where
             // Borrow G by moving it out of the store (put back below).
             let dy = take_grad::<E>(grads.get_or_alloc_mut(&og)?);
             let dxg = cpu_slice::<E>(grads.get_or_alloc_mut(&xg)?);
-            let (dw, db) = dual_backward_raw(&g, &xv, None, &wv, &[], &dy, None, n, want_dx.then_some(dxg), None);
+            let dxg = want_dx.then_some(dxg);
+            let (dw, db) = chunked_backward(&g, &xv, None, &wv, &[], &dy, None, mask.as_deref(), n, dxg, None);
             *cpu_vec::<E>(grads.get_or_alloc_mut(&og)?) = dy;
             add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&wg)?), &dw);
             add_into(cpu_slice::<E>(grads.get_or_alloc_mut(&bg)?), &db);
@@ -666,7 +790,12 @@ where
 /// when `TT` records a tape and `ẋ` is given; with `ẋ = None`, `ż` is a
 /// constant and `x` gets no gradient (it is data). Equal, up to rounding, to
 /// the three separate [`conv2d`] calls.
-#[allow(clippy::type_complexity)]
+///
+/// With `relu`, returns the pair after a ReLU instead, `a = max(z, 0)` and
+/// `ȧ = 1[z > 0]·ż` (the tangent rule of ReLU, whose mask is a constant),
+/// fused as in [`conv2d_relu_with`]: the incoming `∂L/∂a`, `∂L/∂ȧ` are
+/// masked while being repacked for the GEMMs.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn conv2d_dual<E, TT>(
     x: T2<E, Taped<E>>,
     xdot: Option<T2<E, TT>>,
@@ -675,6 +804,7 @@ pub fn conv2d_dual<E, TT>(
     b: T1<E, Taped<E>>,
     c: &[E],
     g: &ConvGeom,
+    relu: bool,
 ) -> (T2<E, Taped<E>>, T2<E, TT>)
 where
     E: Float,
@@ -697,7 +827,8 @@ where
     });
     let (xv, wv, bv) = (host_vec(&x), host_vec(&w), host_vec(&b));
     let xdv = xd.as_ref().map(host_vec);
-    let (z, zd) = dual_forward_raw(g, &xv, xdv.as_deref(), &wv, v, &bv, c, n);
+    let Forward { z, zd, mask } = chunked_forward(g, &xv, xdv.as_deref(), &wv, Some((v, c)), &bv, n, relu);
+    let zd = zd.expect("tangent requested");
     let dev = x.device().clone();
     let z = dev.tensor_from_vec(z, (n, g.out_features()));
     let zd = dev.tensor_from_vec(zd, (n, g.out_features()));
@@ -723,7 +854,7 @@ where
         } else {
             None
         };
-        let (dw, db) = dual_backward_raw(
+        let (dw, db) = chunked_backward(
             &g,
             &xv,
             xdv.as_deref(),
@@ -731,6 +862,7 @@ where
             &vv,
             &gz,
             gzd.as_deref(),
+            mask.as_deref(),
             n,
             dxg,
             dxd.as_deref_mut(),

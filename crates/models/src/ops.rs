@@ -14,7 +14,7 @@
 //! The loss is the mean softmax cross-entropy over the batch,
 //! `L = −(1/N) Σₙ log softmax(zₙ)_{yₙ}` (nats).
 
-use crate::conv::{conv2d_with, ConvGeom};
+use crate::conv::{conv2d_relu_with, conv2d_with, ConvGeom};
 use crate::model::{Inputs, Model, ModelError};
 use crate::{host_vec, BlockId, Dev, Float, ParamLayout, Taped, T1, T2};
 use dfdx::prelude::*;
@@ -35,6 +35,38 @@ pub trait Ops<E: Float> {
     fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act;
     /// Elementwise `max(x, 0)`.
     fn relu(&mut self, x: Self::Act) -> Self::Act;
+    /// `relu(conv2d(x))`. The default composes the two methods;
+    /// implementations fuse them into one op (no pre-activation tensor),
+    /// which must give the same values and derivatives.
+    fn conv2d_relu(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        let z = self.conv2d(x, geom, w, b);
+        self.relu(z)
+    }
+}
+
+/// Runs a forward with every fused method of [`Ops`] replaced by its default
+/// composition (e.g. `conv2d_relu` as `conv2d` then `relu`), delegating the
+/// rest to the wrapped implementation: the oracle that fused ops are tested
+/// against.
+pub struct Unfused<'o, O>(pub &'o mut O);
+
+impl<E: Float, O: Ops<E>> Ops<E> for Unfused<'_, O> {
+    type Act = O::Act;
+    fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
+        self.0.images(pixels, features)
+    }
+    fn embed_pair(&mut self, table: BlockId, a: &[u32], b: &[u32]) -> Self::Act {
+        self.0.embed_pair(table, a, b)
+    }
+    fn linear(&mut self, x: Self::Act, w: BlockId, b: BlockId) -> Self::Act {
+        self.0.linear(x, w, b)
+    }
+    fn conv2d(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        self.0.conv2d(x, geom, w, b)
+    }
+    fn relu(&mut self, x: Self::Act) -> Self::Act {
+        self.0.relu(x)
+    }
 }
 
 /// Primal implementation: parameters are slices of the flat tensor θ, with
@@ -150,6 +182,11 @@ where
     fn relu(&mut self, x: Self::Act) -> Self::Act {
         self.input_pending = false;
         x.relu()
+    }
+
+    fn conv2d_relu(&mut self, x: Self::Act, geom: &ConvGeom, w: BlockId, b: BlockId) -> Self::Act {
+        let want_dx = !std::mem::take(&mut self.input_pending);
+        conv2d_relu_with(x, self.block(w), self.block(b), geom, want_dx)
     }
 }
 

@@ -347,6 +347,7 @@ fn fused_dual_discrepancy(g: &ConvGeom, n: usize, seed: u64, with_xdot: bool, ta
             bt.retaped::<Tp>(),
             &c,
             g,
+            false,
         );
         let (zv, zdv) = (z.as_vec(), zd.as_vec());
         let l = (z * rt.clone()).sum::<Rank0, _>() + (zd * rdt.clone()).sum::<Rank0, _>();
@@ -361,6 +362,7 @@ fn fused_dual_discrepancy(g: &ConvGeom, n: usize, seed: u64, with_xdot: bool, ta
             bt.retaped::<Tp>(),
             &c,
             g,
+            false,
         );
         let (zv, zdv) = (z.as_vec(), zd.as_vec());
         let l = (z * rt.clone()).sum::<Rank0, _>();
@@ -483,4 +485,46 @@ fn fused_dual_conv_is_deterministic() {
         .unwrap()
         .install(run);
     assert_eq!(one, many);
+}
+
+/// The fused conv+ReLU op (what the CNN's forward calls through
+/// `Primal::conv2d_relu`) against the default composition `conv2d` then
+/// dfdx's `relu` ([`gensplit_models::ops::Unfused`]): same logits and
+/// gradient, on the tiny CNN (first conv without input gradient, later ones
+/// with).
+#[test]
+fn fused_conv_relu_matches_conv_then_relu() {
+    use gensplit_models::ops::Unfused;
+    let cnn = tiny_cnn();
+    let theta: Vec<f64> = cnn.init(8);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(80);
+    let n = 13;
+    let pixels: Vec<f32> = (0..n * 784).map(|_| rng.gen()).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+    let inputs = Inputs::Images { pixels: &pixels };
+    let dev = Cpu::default();
+    let run = |fused: bool| {
+        let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
+        let mut ops: Primal<f64, OwnedTape<f64, Cpu>> = Primal::new(cnn.layout(), th.clone());
+        let logits = if fused {
+            cnn.forward(&mut ops, &inputs)
+        } else {
+            cnn.forward(&mut Unfused(&mut ops), &inputs)
+        };
+        let z = logits.as_vec();
+        let target = gensplit_models::ops::one_hot::<f64>(&dev, &labels, 10);
+        let g = cross_entropy_with_logits_loss(logits, target)
+            .backward()
+            .get(&th)
+            .as_vec();
+        (z, g)
+    };
+    let ((z1, g1), (z0, g0)) = (run(true), run(false));
+    let rel = |a: &[f64], b: &[f64]| {
+        let s = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / s))
+    };
+    assert!(rel(&z1, &z0) <= 1e-13, "logits {:e}", rel(&z1, &z0));
+    assert!(rel(&g1, &g0) <= 1e-12, "gradient {:e}", rel(&g1, &g0));
+    assert!(g1.iter().any(|&v| v != 0.0));
 }
