@@ -2,7 +2,8 @@
 //! quick look next to the JAX peer (`python ../shared/peer/jax_hvp.py B f32`).
 //! The criterion bench (`benches/hvp.rs`) is the measurement of record.
 //!
-//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps]`
+//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps] [hvp]`
+//! (a final `hvp` runs only HVPs and prints nothing, for a profiler).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -13,9 +13,17 @@
 //! (out-of-range x reads are 0). Forward rule, per sample: `cols = im2col(x)`
 //! (`[C·k·k, Ho·Wo]`), `Y = W · cols + b`. Backward rule, with `G = ∂L/∂Y`:
 //! `∂L/∂W = Σ_n G_n · cols_nᵀ`, `∂L/∂b = Σ_{n,i,j} G_n`,
-//! `∂L/∂x_n = col2im(Wᵀ · G_n)`. Samples run in parallel (rayon) in fixed
-//! chunks whose partial weight gradients are summed in chunk order, so results
-//! are bit-identical whatever the thread count.
+//! `∂L/∂x_n = col2im(Wᵀ · G_n)`.
+//!
+//! Execution: samples are processed in fixed chunks of [`CHUNK`], in parallel
+//! (rayon). A chunk's im2col matrices sit side by side (`[C·k·k, m·Ho·Wo]`),
+//! so each product above is one GEMM per chunk; partial weight gradients are
+//! summed in chunk order, so results are bit-identical whatever the thread
+//! count. The backward pass recomputes im2col from the saved input (cheaper
+//! than storing it). [`conv2d_relu_with`] and [`conv2d_dual`] can fuse the
+//! ReLU that follows: `a = max(z, 0)` is written straight from the GEMM
+//! output and `∂L/∂z = 1[z > 0]·∂L/∂a` is applied while repacking the
+//! incoming gradient.
 
 use crate::{host_vec, Dev, Float, Taped, T1, T2};
 use dfdx::prelude::*;
@@ -23,8 +31,8 @@ use dfdx::tensor::{Merge, Tape};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Samples per parallel work item (fixed, for determinism).
-const CHUNK: usize = 8;
+/// Samples per parallel work item and per GEMM (fixed, for determinism).
+pub const CHUNK: usize = 8;
 
 /// Shape of one convolution: input `[C, H, W]`, `O` filters of `k×k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
