@@ -19,7 +19,9 @@
 //! (rayon). A chunk's im2col matrices sit side by side (`[C·k·k, m·Ho·Wo]`),
 //! so each product above is one GEMM per chunk; partial weight gradients are
 //! summed in chunk order, so results are bit-identical whatever the thread
-//! count. The backward pass recomputes im2col from the saved input (cheaper
+//! count. The GEMMs are the `gemm` crate's, which picks AVX-512 or AVX2/FMA
+//! kernels at run time: the same binary on CPUs with different vector units
+//! may differ in the last bits (same machine kind: bit-identical). The backward pass recomputes im2col from the saved input (cheaper
 //! than storing it). [`conv2d_relu_with`] and [`conv2d_dual`] can fuse the
 //! ReLU that follows: `a = max(z, 0)` is written straight from the GEMM
 //! output and `∂L/∂z = 1[z > 0]·∂L/∂a` is applied while repacking the
