@@ -23,8 +23,8 @@ fn keep_freed_memory() {
 }
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gensplit_hvp::{curvature_vector, Curvature};
-use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Dev, Float, Inputs, Model};
+use gensplit_hvp::{curvature_vector, Curvature, HessianOperator};
+use gensplit_models::{loss_and_grad, Cnn, CnnConfig, DataInputs, Dataset, Dev, Float, Inputs, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,10 +55,30 @@ where
     group.finish();
 }
 
+/// One product of the streaming operator as the `hessian` stage uses it:
+/// 2048 samples in batches of 256, f64 (batches run two side by side).
+fn bench_operator(c: &mut Criterion) {
+    let model = Cnn::new(&CnnConfig::default()).unwrap();
+    let theta: Vec<f64> = model.init(0);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let n = 2048;
+    let data = Dataset {
+        inputs: DataInputs::Images((0..n * 784).map(|_| rng.gen::<f32>()).collect()),
+        labels: (0..n).map(|_| rng.gen_range(0..10)).collect(),
+    };
+    let v: Vec<f64> = (0..theta.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let op = HessianOperator::new(&model, theta, &data, 256, Curvature::Hessian).unwrap();
+    let mut group = c.benchmark_group("operator_f64");
+    group.sample_size(10);
+    group.bench_function("hvp_2048_by_256", |b| b.iter(|| op.hvp(&v).unwrap()));
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     keep_freed_memory();
     bench_dtype::<f32>(c, "f32");
     bench_dtype::<f64>(c, "f64");
+    bench_operator(c);
 }
 
 criterion_group!(hvp, benches);

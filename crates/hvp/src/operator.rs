@@ -6,16 +6,19 @@
 //! samples (the last one may be smaller); batch `b` with `n_b` samples
 //! contributes its mean-loss product with weight `n_b / N`, so the sum is
 //! exactly the product of the mean loss over all `N` samples
-//! (`(1/N) Σₙ ∂²ℓₙ/∂θ² · v`). Only one batch's graph is alive at a time, so
-//! memory is bounded by the batch size. Batches run in order and every
-//! kernel is deterministic, so results are bit-reproducible. Products are
+//! (`(1/N) Σₙ ∂²ℓₙ/∂θ² · v`). Batches run two at a time side by side (each
+//! batch's serial stretches — dfdx's small ops, buffer copies — then overlap
+//! with the other's parallel GEMMs), so at most two batches' graphs are alive
+//! and memory is bounded by twice the batch size. Every kernel is
+//! deterministic and the per-batch products are added in batch order, so
+//! results are bit-reproducible. Products are
 //! accumulated over batches in f64 whatever the element type `E`.
 
 use crate::batch::{check_batch, curvature_vector_scaled};
 use crate::{Curvature, HvpError};
 use dfdx::prelude::Device;
 use gensplit_eigen::LinearOperator;
-use gensplit_models::{loss_and_grad, Dataset, Dev, Float, Model};
+use gensplit_models::{loss_and_grad, Dataset, Dev, Float, Inputs, Model};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest parameter count [`dense_hessian`] accepts (the matrix has n²
@@ -112,6 +115,31 @@ where
             .map(move |lo| (lo, (lo + self.batch_size).min(n)))
     }
 
+    /// Runs `f` on every batch, two batches side by side, and hands the
+    /// results to `sink` in batch order (so sums are order-fixed).
+    fn for_each_batch<T: Send>(
+        &self,
+        f: impl Fn(&Inputs<'_>, &[u32]) -> Result<T, HvpError> + Sync,
+        mut sink: impl FnMut((usize, usize), T),
+    ) -> Result<(), HvpError> {
+        let run = |&(lo, hi): &(usize, usize)| {
+            let (inputs, labels) = self.data.rows(lo, hi);
+            f(&inputs, labels)
+        };
+        let batches: Vec<(usize, usize)> = self.batches().collect();
+        for pair in batches.chunks(2) {
+            match pair {
+                [x, y] => {
+                    let (a, b) = rayon::join(|| run(x), || run(y));
+                    sink(*x, a?);
+                    sink(*y, b?);
+                }
+                _ => sink(pair[0], run(&pair[0])?),
+            }
+        }
+        Ok(())
+    }
+
     /// `H v` (or `G v`) of the mean loss over the dataset, in f64.
     fn product_f64(&self, v: &[E]) -> Result<Vec<f64>, HvpError> {
         if v.len() != self.dim() {
@@ -122,11 +150,10 @@ where
         }
         let scale = 1.0 / self.data.len() as f64;
         let mut acc = vec![0.0f64; self.dim()];
-        for (lo, hi) in self.batches() {
-            let (inputs, labels) = self.data.rows(lo, hi);
-            let part = curvature_vector_scaled(self.model, &self.theta, &inputs, labels, v, self.kind, scale)?;
-            acc.iter_mut().zip(part).for_each(|(a, p)| *a += p.f64());
-        }
+        self.for_each_batch(
+            |inputs, labels| curvature_vector_scaled(self.model, &self.theta, inputs, labels, v, self.kind, scale),
+            |_, part| acc.iter_mut().zip(part).for_each(|(a, p)| *a += p.f64()),
+        )?;
         self.matvecs.fetch_add(1, Ordering::Relaxed);
         Ok(acc)
     }
@@ -143,13 +170,14 @@ where
     pub fn loss_grad(&self) -> Result<(f64, Vec<E>), HvpError> {
         let n = self.data.len() as f64;
         let (mut loss, mut grad) = (0.0, vec![0.0f64; self.dim()]);
-        for (lo, hi) in self.batches() {
-            let (inputs, labels) = self.data.rows(lo, hi);
-            let w = (hi - lo) as f64 / n;
-            let g = loss_and_grad(self.model, &self.theta, &inputs, labels)?;
-            loss += w * g.loss;
-            grad.iter_mut().zip(g.grad).for_each(|(a, b)| *a += w * b.f64());
-        }
+        self.for_each_batch(
+            |inputs, labels| Ok(loss_and_grad(self.model, &self.theta, inputs, labels)?),
+            |(lo, hi), g| {
+                let w = (hi - lo) as f64 / n;
+                loss += w * g.loss;
+                grad.iter_mut().zip(g.grad).for_each(|(a, b)| *a += w * b.f64());
+            },
+        )?;
         Ok((loss, grad.into_iter().map(E::of).collect()))
     }
 

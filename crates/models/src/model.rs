@@ -77,8 +77,10 @@ impl Inputs<'_> {
 }
 
 /// A network: a flat parameter layout and a forward pass written once over
-/// [`Ops`].
-pub trait Model {
+/// [`Ops`]. Models are descriptions (geometry and layout, no parameters), so
+/// they are shared between threads: curvature products run batches side by
+/// side.
+pub trait Model: Sync {
     /// The parameter layout (θ's coordinate system).
     fn layout(&self) -> &ParamLayout;
     /// Number of output classes.
