@@ -55,8 +55,9 @@ where
     group.finish();
 }
 
-/// One product of the streaming operator as the `hessian` stage uses it:
-/// 2048 samples in batches of 256, f64 (batches run two side by side).
+/// The streaming operator as the `hessian` stage uses it, 2048 samples in
+/// batches of 256, f64 (batches run two side by side): one product, and the
+/// loss and gradient through the same batching.
 fn bench_operator(c: &mut Criterion) {
     let model = Cnn::new(&CnnConfig::default()).unwrap();
     let theta: Vec<f64> = model.init(0);
@@ -70,6 +71,7 @@ fn bench_operator(c: &mut Criterion) {
     let op = HessianOperator::new(&model, theta, &data, 256, Curvature::Hessian).unwrap();
     let mut group = c.benchmark_group("operator_f64");
     group.sample_size(10);
+    group.bench_function("gradient_2048_by_256", |b| b.iter(|| op.loss_grad().unwrap()));
     group.bench_function("hvp_2048_by_256", |b| b.iter(|| op.hvp(&v).unwrap()));
     group.finish();
 }
