@@ -11,8 +11,8 @@
 //! with the other's parallel GEMMs), so at most two batches' graphs are alive
 //! and memory is bounded by twice the batch size. Every kernel is
 //! deterministic and the per-batch products are added in batch order, so
-//! results are bit-reproducible. Products are
-//! accumulated over batches in f64 whatever the element type `E`.
+//! results are bit-reproducible. Products are accumulated over batches in
+//! f64 whatever the element type `E`.
 
 use crate::batch::{check_batch, curvature_vector_scaled};
 use crate::{Curvature, HvpError};
