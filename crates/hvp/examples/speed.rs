@@ -2,7 +2,7 @@
 //! quick look next to the JAX peer (`python ../shared/peer/jax_hvp.py B f32`).
 //! The criterion bench (`benches/hvp.rs`) is the measurement of record.
 //!
-//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps] [hvp]`
+//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps] [hvp|grad]`
 //! (a final `hvp` or `grad` runs only that and prints nothing, for a profiler).
 
 #[global_allocator]
@@ -47,26 +47,20 @@ where
     let pixels: Vec<f32> = (0..batch * 784).map(|_| rng.gen::<f32>()).collect();
     let labels: Vec<u32> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
     let inputs = Inputs::Images { pixels: &pixels };
-    if only == "hvp" {
-        for _ in 0..reps {
-            curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::Hessian).expect("hvp");
-        }
-        return;
-    }
-    if only == "grad" {
-        for _ in 0..reps {
-            loss_and_grad(&model, &theta, &inputs, &labels).expect("gradient");
-        }
-        return;
-    }
-    // Gradient and HVP calls alternate, so that load from other processes
-    // hits both alike; the ratio is the median of the per-pair ratios.
     let grad = || {
         loss_and_grad(&model, &theta, &inputs, &labels).expect("gradient");
     };
     let hvp = || {
         curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::Hessian).expect("hvp");
     };
+    // For a profiler: only one kind of call, nothing printed.
+    match only {
+        "hvp" => return (0..reps).for_each(|_| hvp()),
+        "grad" => return (0..reps).for_each(|_| grad()),
+        _ => {}
+    }
+    // Gradient and HVP calls alternate, so that load from other processes
+    // hits both alike; the ratio is the median of the per-pair ratios.
     grad();
     hvp();
     let (mut g, mut h, mut r) = (Vec::new(), Vec::new(), Vec::new());

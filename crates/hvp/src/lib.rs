@@ -57,8 +57,8 @@
 //!    `H = G + (1/N) Σₙₖ (sₙₖ − yₙₖ) ∇²zₙₖ`.
 //! 4. **Streaming.** [`HessianOperator`] sums per-batch products weighted by
 //!    `batch size / N`, so the result is the product for the mean over all N
-//!    samples whatever the batch size, with at most two batches' graphs in memory
-//!    (two batches run side by side).
+//!    samples whatever the batch size, with at most two batches' graphs in
+//!    memory (two batches run side by side).
 //!
 //! The cost of one product is about 2–3 gradients (the tangent branch
 //! doubles the layer work of the forward and backward passes).
