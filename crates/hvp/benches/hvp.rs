@@ -51,13 +51,26 @@ where
         group.bench_with_input(BenchmarkId::new("ggn", batch), &batch, |b, _| {
             b.iter(|| curvature_vector(&model, &theta, &inputs, &labels, &v, Curvature::GaussNewton).unwrap())
         });
+        // The same product from a one-batch operator at the same θ, reading
+        // its primal cache (recorded before timing): each product's cost
+        // inside Lanczos.
+        let data = Dataset {
+            inputs: DataInputs::Images(pixels.clone()),
+            labels: labels.clone(),
+        };
+        let op = HessianOperator::new(&model, theta.clone(), &data, 0, Curvature::Hessian).unwrap();
+        op.hvp(&v).unwrap();
+        group.bench_with_input(BenchmarkId::new("hvp_cached", batch), &batch, |b, _| {
+            b.iter(|| op.hvp(&v).unwrap())
+        });
     }
     group.finish();
 }
 
 /// The streaming operator as the `hessian` stage uses it, 2048 samples in
-/// batches of 256, f64 (batches run two side by side): one product, and the
-/// loss and gradient through the same batching.
+/// batches of 256, f64 (batches run two side by side): one product (with the
+/// primal cache, and without), and the loss and gradient through the same
+/// batching.
 fn bench_operator(c: &mut Criterion) {
     let model = Cnn::new(&CnnConfig::default()).unwrap();
     let theta: Vec<f64> = model.init(0);
@@ -68,11 +81,16 @@ fn bench_operator(c: &mut Criterion) {
         labels: (0..n).map(|_| rng.gen_range(0..10)).collect(),
     };
     let v: Vec<f64> = (0..theta.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let op = HessianOperator::new(&model, theta, &data, 256, Curvature::Hessian).unwrap();
+    let op = HessianOperator::new(&model, theta.clone(), &data, 256, Curvature::Hessian).unwrap();
+    op.hvp(&v).unwrap();
+    let uncached = HessianOperator::new(&model, theta, &data, 256, Curvature::Hessian)
+        .unwrap()
+        .with_cache_limit(0);
     let mut group = c.benchmark_group("operator_f64");
     group.sample_size(10);
     group.bench_function("gradient_2048_by_256", |b| b.iter(|| op.loss_grad().unwrap()));
     group.bench_function("hvp_2048_by_256", |b| b.iter(|| op.hvp(&v).unwrap()));
+    group.bench_function("hvp_uncached_2048_by_256", |b| b.iter(|| uncached.hvp(&v).unwrap()));
     group.finish();
 }
 

@@ -18,7 +18,7 @@
 //! gradients. `scale` replaces the `1/N` above, so batches of a larger set
 //! can be weighted by `1/N_total` and simply summed.
 
-use crate::dual::Dual;
+use crate::dual::{Dual, PrimalCache};
 use crate::{Curvature, HvpError};
 use dfdx::prelude::*;
 use gensplit_models::ops::one_hot;
@@ -56,7 +56,9 @@ fn softmax_rows<E: Float>(z: &[E], k: usize) -> Vec<f64> {
 /// `1/batch`: returns `scale · Σₙ (∂²ℓₙ/∂θ²) v` (Hessian) or
 /// `scale · Σₙ Jₙᵀ H_CE,ₙ Jₙ v` (Gauss–Newton), where `ℓₙ` is sample `n`'s
 /// cross-entropy. Checks only the lengths of θ and `v` (see
-/// [`curvature_vector`] for the full validation).
+/// [`curvature_vector`] for the full validation). `cache` (one per θ and
+/// batch) keeps the `v`-independent parts of the pass for the next product.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn curvature_vector_scaled<M: Model + ?Sized, E: Float>(
     model: &M,
     theta: &[E],
@@ -65,6 +67,7 @@ pub(crate) fn curvature_vector_scaled<M: Model + ?Sized, E: Float>(
     v: &[E],
     kind: Curvature,
     scale: f64,
+    cache: Option<&PrimalCache<E>>,
 ) -> Result<Vec<E>, HvpError>
 where
     Dev: Device<E>,
@@ -77,6 +80,9 @@ where
     let grads = match kind {
         Curvature::Hessian => {
             let mut ops: Dual<E, Taped<E>> = Dual::new(model.layout(), th.clone(), v)?;
+            if let Some(c) = cache {
+                ops = ops.with_cache(c);
+            }
             let out = model.forward(&mut ops, inputs);
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
@@ -88,6 +94,9 @@ where
         }
         Curvature::GaussNewton => {
             let mut ops: Dual<E, NoneTape> = Dual::new(model.layout(), th.clone(), v)?;
+            if let Some(c) = cache {
+                ops = ops.with_cache(c);
+            }
             let out = model.forward(&mut ops, inputs);
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
@@ -138,5 +147,5 @@ where
             got: v.len(),
         });
     }
-    curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64)
+    curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64, None)
 }

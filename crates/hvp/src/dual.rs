@@ -13,7 +13,7 @@
 //! | input | `x` | `0` |
 //! | `embed_pair` | `[E(a) ; E(b)]` | `[V_E(a) ; V_E(b)]` |
 //! | `linear` | `z = x Wᵀ + b` | `ż = ẋ Wᵀ + x Vᵀ + c` |
-//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` (fused: [`conv2d_dual`]) |
+//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` (fused: [`conv2d_dual_cached`]) |
 //! | `relu` | `a = max(z, 0)` | `ȧ = 1[z > 0] · ż` (mask constant; one fused op) |
 //!
 //! The tangent tape type `TT` chooses what the reverse pass differentiates:
@@ -36,9 +36,44 @@
 use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
-use gensplit_models::conv::{conv2d_dual, ConvGeom};
+use gensplit_models::conv::{conv2d_dual_cached, ConvGeom, DualConvCache};
 use gensplit_models::ops::{param_block, param_matrix};
 use gensplit_models::{host_vec, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The `v`-independent parts of a [`Dual`] pass over one batch at one θ,
+/// one [`DualConvCache`] per conv call in forward order (see there for what
+/// is kept and why it does not depend on `v`). Filled by the first pass that
+/// uses it, read by the later ones. Valid for one model, θ, batch and loss
+/// scale only (the recorded tangent gradients scale with the loss).
+#[derive(Debug, Default)]
+pub struct PrimalCache<E> {
+    convs: Mutex<Vec<Arc<DualConvCache<E>>>>,
+}
+
+impl<E> PrimalCache<E> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self {
+            convs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The slot of the `i`-th conv call (created on first use).
+    fn slot(&self, i: usize) -> Arc<DualConvCache<E>> {
+        let mut s = self.convs.lock().unwrap_or_else(PoisonError::into_inner);
+        while s.len() <= i {
+            s.push(Arc::new(DualConvCache::new()));
+        }
+        s[i].clone()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let s = self.convs.lock().unwrap_or_else(PoisonError::into_inner);
+        s.iter().map(|c| c.bytes()).sum()
+    }
+}
 
 /// A (primal, tangent) activation `[batch, features]`.
 pub struct DualAct<E: Float, TT> {
@@ -62,6 +97,8 @@ pub struct Dual<'a, E: Float, TT = Taped<E>> {
     layout: &'a ParamLayout,
     theta: T1<E>,
     v: &'a [E],
+    cache: Option<&'a PrimalCache<E>>,
+    convs: usize,
     _tt: std::marker::PhantomData<TT>,
 }
 
@@ -93,8 +130,17 @@ where
             layout,
             theta,
             v,
+            cache: None,
+            convs: 0,
             _tt: Default::default(),
         })
+    }
+
+    /// Uses (and on the first pass fills) `cache` for the conv layers. The
+    /// cache must belong to this model, θ and batch.
+    pub fn with_cache(mut self, cache: &'a PrimalCache<E>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The flat θ tensor (its gradient is `grads.get(dual.theta())`).
@@ -225,7 +271,9 @@ where
         // z = conv(x, W, b), ż = conv(ẋ, W, 0) + conv(x, V, c) in one fused
         // op (one im2col of x); with ẋ = None, ż is a constant.
         let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
-        let (primal, tangent) = conv2d_dual(
+        let slot = self.cache.map(|c| c.slot(self.convs));
+        self.convs += 1;
+        let (primal, tangent) = conv2d_dual_cached(
             x.primal,
             x.tangent,
             self.block(w),
@@ -234,6 +282,7 @@ where
             &self.v[br],
             geom,
             relu,
+            slot.as_ref(),
         );
         DualAct {
             primal,

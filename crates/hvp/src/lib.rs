@@ -75,8 +75,8 @@ pub mod dual;
 pub mod operator;
 
 pub use batch::curvature_vector;
-pub use dual::{Dual, DualAct};
-pub use operator::{dense_hessian, HessianOperator, DENSE_MAX_PARAMS};
+pub use dual::{Dual, DualAct, PrimalCache};
+pub use operator::{dense_hessian, HessianOperator, DEFAULT_CACHE_BYTES, DENSE_MAX_PARAMS};
 
 use gensplit_models::ModelError;
 

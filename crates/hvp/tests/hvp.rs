@@ -89,14 +89,22 @@ fn best_fd_err<M: Model>(m: &M, theta: &[f64], data: &Dataset, v: &[f64], hv: &[
 
 fn check_hvp_vs_fd<M: Model>(name: &str, m: &M, data: &Dataset) {
     let theta: Vec<f64> = m.init(1);
-    for seed in [10, 11] {
+    // The operator with its primal cache (the default) and without.
+    for (seed, limit) in [
+        (10, gensplit_hvp::DEFAULT_CACHE_BYTES),
+        (11, gensplit_hvp::DEFAULT_CACHE_BYTES),
+        (12, 0),
+    ] {
         let v = random_vec(theta.len(), seed);
-        let op = HessianOperator::new(m, theta.clone(), data, 0, Curvature::Hessian).unwrap();
+        let op = HessianOperator::new(m, theta.clone(), data, 0, Curvature::Hessian)
+            .unwrap()
+            .with_cache_limit(limit);
         let hv = op.hvp(&v).unwrap();
         let err = best_fd_err(m, &theta, data, &v, &hv);
         eprintln!(
-            "{name}: H·v vs FD of the gradient, best relative error {err:.3e} (|Hv| = {:.3e})",
-            norm(&hv)
+            "{name}: H·v vs FD of the gradient, best relative error {err:.3e} (|Hv| = {:.3e}, {} cached batches)",
+            norm(&hv),
+            op.cached_batches()
         );
         assert!(err <= 1e-6, "{name}: H·v relative error {err:e}");
     }
@@ -518,4 +526,58 @@ fn fused_conv_relu_matches_unfused_in_dual() {
     let e = rel_err(&hv1, &hv0);
     eprintln!("fused vs unfused conv+ReLU in Dual: H·v relative difference {e:.2e}");
     assert!(e <= 1e-12, "H·v {e:e}");
+}
+
+/// The operator's primal cache: products from it agree with uncached ones
+/// (up to rounding), give the same bits on every call, respect the byte cap
+/// (batches past it run uncached) and record nothing for a model without
+/// conv layers.
+#[test]
+fn primal_cache_agrees_with_uncached_products() {
+    // The tiny CNN, and the reference CNN (whose GEMMs are large enough to
+    // be blocked differently with and without the cache).
+    for m in [tiny_cnn(), Cnn::new(&CnnConfig::default()).unwrap()] {
+        check_primal_cache(&m);
+    }
+    // The MLP has no conv layers: nothing is recorded.
+    let (mlp, tokens) = (tiny_mlp(), modadd_data(7));
+    let th: Vec<f64> = mlp.init(3);
+    let op = HessianOperator::new(&mlp, th.clone(), &tokens, 8, Curvature::Hessian).unwrap();
+    op.hvp(&random_vec(th.len(), 4)).unwrap();
+    assert_eq!((op.cached_batches(), op.cache_bytes()), (0, 0));
+}
+
+fn check_primal_cache(m: &Cnn) {
+    let data = image_data(10, 8);
+    let theta: Vec<f64> = m.init(9);
+    let v = random_vec(theta.len(), 90);
+    for kind in [Curvature::Hessian, Curvature::GaussNewton] {
+        let plain = HessianOperator::new(m, theta.clone(), &data, 3, kind)
+            .unwrap()
+            .with_cache_limit(0);
+        let reference = plain.hvp(&v).unwrap();
+        assert_eq!((plain.cached_batches(), plain.cache_bytes()), (0, 0));
+        let cached = HessianOperator::new(m, theta.clone(), &data, 3, kind).unwrap();
+        let first = cached.hvp(&v).unwrap();
+        assert_eq!(cached.cached_batches(), 4, "{kind:?}: batches of 3, 3, 3, 1");
+        let per_batch = cached.cache_bytes() / 4;
+        assert!(per_batch > 0);
+        let again = cached.hvp(&v).unwrap();
+        assert_eq!(first, again, "{kind:?}: cached products are not repeatable");
+        assert_eq!(cached.matvecs(), 2, "{kind:?}: the recording pass is not a product");
+        let err = rel_err(&first, &reference);
+        eprintln!(
+            "cnn ({} parameters) {kind:?}: cached vs uncached product, relative difference {err:.3e} ({} bytes cached)",
+            theta.len(),
+            cached.cache_bytes()
+        );
+        assert!(err <= 1e-13, "{kind:?}: cached product differs by {err:e}");
+        // A cap that admits two of the four batches.
+        let capped = HessianOperator::new(m, theta.clone(), &data, 3, kind)
+            .unwrap()
+            .with_cache_limit(2 * per_batch + per_batch / 2);
+        let partial = capped.hvp(&v).unwrap();
+        assert_eq!(capped.cached_batches(), 2, "{kind:?}: cap");
+        assert!(rel_err(&partial, &reference) <= 1e-13);
+    }
 }
