@@ -47,11 +47,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// uses it, read by the later ones. Valid for one model, θ, batch and loss
 /// scale only (the recorded tangent gradients scale with the loss).
 #[derive(Debug, Default)]
-pub struct PrimalCache<E> {
+pub struct PrimalCache<E: Float> {
     convs: Mutex<Vec<Arc<DualConvCache<E>>>>,
 }
 
-impl<E> PrimalCache<E> {
+impl<E: Float> PrimalCache<E> {
     /// An empty cache.
     pub fn new() -> Self {
         Self {

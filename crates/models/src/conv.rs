@@ -676,8 +676,11 @@ fn chunked_backward<E: Float>(
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
     let (fin, fout, patch, o) = (g.in_features(), g.out_features(), g.patch(), g.c_out);
-    assert_eq!(x.len(), n * fin);
-    assert!(xcols.is_none_or(|c| c.len() == n * patch * hw));
+    // x is read only when its im2col is not given.
+    match xcols {
+        Some(c) => assert_eq!(c.len(), n * patch * hw),
+        None => assert_eq!(x.len(), n * fin),
+    }
     assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
     assert_eq!(w.len(), g.weight_len());
     assert_eq!(gz.len(), n * fout);
@@ -940,22 +943,22 @@ where
 /// call site) only: `gensplit_hvp::HessianOperator` owns one per batch and
 /// conv call. Memory: [`Self::bytes`].
 #[derive(Debug, Default)]
-pub struct DualConvCache<E> {
+pub struct DualConvCache<E: Float> {
     primal: OnceLock<CachedPrimal<E>>,
     dxdot: OnceLock<Vec<E>>,
 }
 
 /// The cached primal output of a conv layer and its ReLU mask.
 #[derive(Debug)]
-struct CachedPrimal<E> {
-    a: Vec<E>,
+struct CachedPrimal<E: Float> {
+    a: T2<E>,
     mask: Option<Vec<bool>>,
     /// im2col of the input `x`, chunk after chunk (chunk `ci`'s
     /// `[C·k·k, m·Ho·Wo]` matrix starts at `ci·CHUNK·C·k·k·Ho·Wo`).
     cols: Vec<E>,
 }
 
-impl<E> DualConvCache<E> {
+impl<E: Float> DualConvCache<E> {
     /// An empty cache.
     pub fn new() -> Self {
         Self {
@@ -967,7 +970,7 @@ impl<E> DualConvCache<E> {
     /// Bytes held (values and masks).
     pub fn bytes(&self) -> usize {
         let p = self.primal.get().map_or(0, |p| {
-            (p.a.len() + p.cols.len()) * std::mem::size_of::<E>() + p.mask.as_ref().map_or(0, Vec::len)
+            (p.a.shape().num_elements() + p.cols.len()) * std::mem::size_of::<E>() + p.mask.as_ref().map_or(0, Vec::len)
         });
         p + self.dxdot.get().map_or(0, |d| d.len() * std::mem::size_of::<E>())
     }
@@ -984,12 +987,12 @@ impl<E> DualConvCache<E> {
 }
 
 /// Where the backward pass finds the ReLU mask.
-enum MaskSrc<E> {
+enum MaskSrc<E: Float> {
     Own(Option<Vec<bool>>),
     Cached(Arc<DualConvCache<E>>),
 }
 
-impl<E> MaskSrc<E> {
+impl<E: Float> MaskSrc<E> {
     fn get(&self) -> Option<&[bool]> {
         match self {
             MaskSrc::Own(m) => m.as_deref(),
@@ -1053,13 +1056,17 @@ where
         tape = std::mem::take(&mut tape).merge(tt);
         t
     });
-    let (xv, wv) = (host_vec(&x), host_vec(&w));
+    let hit = cache.and_then(|cc| cc.primal.get().map(|p| (cc, p)));
+    // From a filled cache, x is needed only through its recorded im2col.
+    let xv = if hit.is_some() { Vec::new() } else { host_vec(&x) };
+    let wv = host_vec(&w);
     let xdv = xd.as_ref().map(host_vec);
-    let (z, zd, mask) = match cache.and_then(|cc| cc.primal.get().map(|p| (cc, p))) {
+    let dev = x.device().clone();
+    let (z, zd, mask) = match hit {
         Some((cc, p)) => {
             assert_eq!(
-                p.a.len(),
-                n * g.out_features(),
+                p.a.shape(),
+                &(n, g.out_features()),
                 "conv2d_dual: cached primal of another batch"
             );
             assert_eq!(
@@ -1068,11 +1075,14 @@ where
                 "conv2d_dual: cached primal of another call site"
             );
             let zd = chunked_tangent(g, &p.cols, xdv.as_deref(), &wv, v, c, p.mask.as_deref(), n);
+            // A clone shares the recorded buffer (and its tensor id, which
+            // is unique within each product's graph).
             (p.a.clone(), zd, MaskSrc::Cached(cc.clone()))
         }
         None => {
             let bv = host_vec(&b);
             let Forward { z, zd, mask } = chunked_forward(g, &xv, xdv.as_deref(), &wv, Some((v, c)), &bv, n, relu);
+            let z = dev.tensor_from_vec(z, (n, g.out_features()));
             let mask = match cache {
                 Some(cc) => {
                     // A lost race leaves the other recording, of equal bits.
@@ -1089,8 +1099,6 @@ where
             (z, zd.expect("tangent requested"), mask)
         }
     };
-    let dev = x.device().clone();
-    let z = dev.tensor_from_vec(z, (n, g.out_features()));
     let zd = dev.tensor_from_vec(zd, (n, g.out_features()));
     let (xg, wg, bg, zg, zdg) = (x.ghost(), w.ghost(), b.ghost(), z.ghost(), zd.ghost());
     let xdg = xd.map(|t| t.ghost());
