@@ -128,9 +128,13 @@ where
         set,
         matvecs = eig.matvecs,
         stop = ?eig.stop,
+        cached_batches = op.cached_batches(),
+        cache_mb = op.cache_bytes() as f64 / 1e6,
         "top eigenvalues {:?}",
         eig.values.iter().take(5).map(|v| format!("{v:.4}")).collect::<Vec<_>>()
     );
+    // Free the operator's primal cache before SLQ records its own.
+    drop(op);
     let (mut slq_nodes, mut slq_weights, mut slq_matvecs) = (Vec::new(), Vec::new(), 0);
     if cfg.slq_probes > 0 {
         let sub = data.gather(&(0..cfg.slq_subset.min(data.len())).collect::<Vec<_>>());
