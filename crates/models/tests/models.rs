@@ -528,3 +528,112 @@ fn fused_conv_relu_matches_conv_then_relu() {
     assert!(rel(&g1, &g0) <= 1e-12, "gradient {:e}", rel(&g1, &g0));
     assert!(g1.iter().any(|&v| v != 0.0));
 }
+
+/// One pass of [`conv2d_dual_cached`] with a taped tangent and a fused ReLU:
+/// `(a, ȧ, ∂L/∂x, ∂L/∂ẋ, ∂L/∂W, ∂L/∂b)` for `L = Σ a ⊙ r + Σ ȧ ⊙ rd`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn cached_dual_pass(
+    g: &ConvGeom,
+    n: usize,
+    (x, xd, w, b): (&[f64], Option<&[f64]>, &[f64], &[f64]),
+    (v, c): (&[f64], &[f64]),
+    (r, rd): (&[f64], &[f64]),
+    cache: Option<&std::sync::Arc<gensplit_models::conv::DualConvCache<f64>>>,
+) -> [Vec<f64>; 6] {
+    use gensplit_models::conv::conv2d_dual_cached;
+    type Tp = OwnedTape<f64, Cpu>;
+    let dev = Cpu::default();
+    let (fin, fout) = (g.in_features(), g.out_features());
+    let xt = dev.tensor_from_vec(x.to_vec(), (n, fin));
+    let xdt = dev.tensor_from_vec(xd.unwrap_or(x).to_vec(), (n, fin));
+    let wt = dev.tensor_from_vec(w.to_vec(), (w.len(),));
+    let bt = dev.tensor_from_vec(b.to_vec(), (b.len(),));
+    let (a, ad) = conv2d_dual_cached(
+        xt.leaky_trace(),
+        xd.map(|_| xdt.leaky_trace()),
+        wt.retaped::<Tp>(),
+        v,
+        bt.retaped::<Tp>(),
+        c,
+        g,
+        true,
+        cache,
+    );
+    let (av, adv) = (a.as_vec(), ad.as_vec());
+    let l = (a * dev.tensor_from_vec(r.to_vec(), (n, fout))).sum::<Rank0, _>()
+        + (ad * dev.tensor_from_vec(rd.to_vec(), (n, fout))).sum::<Rank0, _>();
+    let grads = l.backward();
+    let dx = if xd.is_some() {
+        grads.get(&xt).as_vec()
+    } else {
+        Vec::new()
+    };
+    let dxd = if xd.is_some() {
+        grads.get(&xdt).as_vec()
+    } else {
+        Vec::new()
+    };
+    [av, adv, dx, dxd, grads.get(&wt).as_vec(), grads.get(&bt).as_vec()]
+}
+
+/// The dual conv's cache: recorded on one pass (direction v₀, tangent ẋ₀,
+/// incoming ∂L/∂a = r₀), then read on a pass with another direction,
+/// tangent and ∂L/∂a but the same ∂L/∂ȧ (as in a Hessian-vector product at
+/// a fixed θ and batch, where only ∂L/∂ȧ is v-independent). Every output
+/// and gradient equals the uncached pass with the second inputs.
+#[test]
+fn cached_dual_conv_matches_uncached() {
+    use gensplit_models::conv::DualConvCache;
+    for (i, &(c_in, h, w, c_out, stride)) in [(1, 8, 8, 3, 1), (3, 9, 7, 4, 2), (2, 28, 28, 8, 2)].iter().enumerate() {
+        let g = ConvGeom {
+            c_in,
+            h,
+            w,
+            c_out,
+            k: 3,
+            stride,
+            pad: 1,
+        };
+        for (n, with_xdot) in [(1, true), (11, true), (11, false)] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(200 + i as u64);
+            let (fin, fout) = (g.in_features(), g.out_features());
+            let x = rand_vec(&mut rng, n * fin);
+            let (wv, bv) = (rand_vec(&mut rng, g.weight_len()), rand_vec(&mut rng, c_out));
+            let rd = rand_vec(&mut rng, n * fout);
+            let draw = |rng: &mut rand_chacha::ChaCha8Rng| {
+                (
+                    rand_vec(rng, n * fin),
+                    rand_vec(rng, g.weight_len()),
+                    rand_vec(rng, c_out),
+                    rand_vec(rng, n * fout),
+                )
+            };
+            let (xd0, v0, c0, r0) = draw(&mut rng);
+            let (xd1, v1, c1, r1) = draw(&mut rng);
+            let xd_of = |xd: &[f64]| with_xdot.then(|| xd.to_vec());
+            let cache = std::sync::Arc::new(DualConvCache::new());
+            let (xd0, xd1) = (xd_of(&xd0), xd_of(&xd1));
+            let pass = |xd: &Option<Vec<f64>>, v: &[f64], c: &[f64], r: &[f64], cache| {
+                cached_dual_pass(&g, n, (&x, xd.as_deref(), &wv, &bv), (v, c), (r, &rd), cache)
+            };
+            let recording = pass(&xd0, &v0, &c0, &r0, Some(&cache));
+            assert!(cache.has_primal() && cache.has_tangent_grad() == with_xdot);
+            assert_eq!(
+                recording,
+                pass(&xd0, &v0, &c0, &r0, None),
+                "the recording pass is the uncached pass"
+            );
+            let hit = pass(&xd1, &v1, &c1, &r1, Some(&cache));
+            let plain = pass(&xd1, &v1, &c1, &r1, None);
+            for (k, (a, b)) in hit.iter().zip(&plain).enumerate() {
+                assert_eq!(a.len(), b.len());
+                let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+                let err = a.iter().zip(b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs() / scale));
+                assert!(
+                    err <= 1e-13,
+                    "geom {g:?} n {n} xdot {with_xdot}: output {k} differs by {err:e}"
+                );
+            }
+        }
+    }
+}
