@@ -9,8 +9,8 @@
 //! Three calls are timed, interleaved: the gradient, one cold HVP
 //! ([`curvature_vector`]: everything recomputed), and one product of a
 //! [`HessianOperator`] over the same batch at the same θ, which reads its
-//! primal cache (recorded once before timing, as the operator does before
-//! its first product) — the cost of each product inside Lanczos.
+//! primal cache (recorded by its first product, before timing) — the cost
+//! of each product inside Lanczos.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -18,15 +18,15 @@
 //! in a product that does not depend on `v` is the same in every product:
 //! the primal forward and, for the Hessian, the backprop gradient that
 //! reaches every tangent (see [`gensplit_models::conv::DualConvCache`]).
-//! Before its first product the operator runs one recording pass per batch
-//! (a product with `v = 0`, not counted in [`HessianOperator::matvecs`]) and
-//! keeps, per batch and conv layer, the layer's output, its ReLU mask, the
-//! im2col of its input and `∂L/∂ẋ`. Every product then skips the `W·cols`
-//! GEMM and the im2col of `x` in each conv layer's forward and backward, and
-//! the `Wᵀ·Ġ` GEMM with its col2im: a stride-2 conv layer costs 6 GEMM
-//! units instead of 8, against 3 for a gradient. All products read the same
-//! recording, so they stay deterministic and `hvp(v)` gives the same bits
-//! on every call (in the tests, also the same bits as without the cache).
+//! The operator's first product records, per batch and conv layer, the
+//! layer's output, its ReLU mask, the im2col of its input and `∂L/∂ẋ`
+//! (computing exactly what an uncached product computes). Every later
+//! product skips the `W·cols` GEMM and the im2col of `x` in each conv
+//! layer's forward and backward, and the `Wᵀ·Ġ` GEMM with its col2im: a
+//! stride-2 conv layer costs 6 GEMM units instead of 8, against 3 for a
+//! gradient. All products read the same
+//! recording, so they stay deterministic; in the tests they also give the
+//! same bits as the recording product and as an operator without cache.
 //! The cache is capped at [`HessianOperator::with_cache_limit`] bytes
 //! (default [`DEFAULT_CACHE_BYTES`]; the reference CNN in f64 takes about
 //! 390 KB per sample, so 2048 samples take about 800 MB; f32 half that):
@@ -40,7 +40,7 @@ use crate::{Curvature, HvpError};
 use dfdx::prelude::Device;
 use gensplit_eigen::LinearOperator;
 use gensplit_models::{loss_and_grad, Dataset, Dev, Float, Inputs, Model};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Default cap on the primal cache of one [`HessianOperator`]: 1 GiB.
@@ -168,12 +168,11 @@ where
 
     /// Runs `f(batch index, inputs, labels)` on every batch, two batches
     /// side by side, and hands the results to `sink` in batch order (so
-    /// sums are order-fixed). `sink` returning `false` stops after the
-    /// current pair.
+    /// sums are order-fixed).
     fn for_each_batch<T: Send>(
         &self,
         f: impl Fn(usize, &Inputs<'_>, &[u32]) -> Result<T, HvpError> + Sync,
-        mut sink: impl FnMut((usize, usize), T) -> bool,
+        mut sink: impl FnMut((usize, usize), T),
     ) -> Result<(), HvpError> {
         let run = |&(i, (lo, hi)): &(usize, (usize, usize))| {
             let (inputs, labels) = self.data.rows(lo, hi);
@@ -181,63 +180,16 @@ where
         };
         let batches: Vec<(usize, (usize, usize))> = self.batches().enumerate().collect();
         for pair in batches.chunks(2) {
-            let go = match pair {
+            match pair {
                 [x, y] => {
                     let (a, b) = rayon::join(|| run(x), || run(y));
-                    let go = sink(x.1, a?);
-                    sink(y.1, b?) && go
+                    sink(x.1, a?);
+                    sink(y.1, b?);
                 }
                 _ => sink(pair[0].1, run(&pair[0])?),
-            };
-            if !go {
-                break;
             }
         }
         Ok(())
-    }
-
-    /// The per-batch primal caches, recorded on first use (see the module
-    /// docs).
-    fn caches(&self) -> Result<&[Option<PrimalCache<E>>], HvpError> {
-        if let Some(c) = self.caches.get() {
-            return Ok(c);
-        }
-        let nb = self.batches().count();
-        let mut caches: Vec<Option<PrimalCache<E>>> = (0..nb).map(|_| None).collect();
-        if self.cache_limit > 0 {
-            let zero = vec![E::zero(); self.dim()];
-            // The recorded ∂L/∂ẋ scales with the loss: record at the products' scale.
-            let scale = 1.0 / self.data.len() as f64;
-            let mut total = 0usize;
-            self.for_each_batch(
-                |_, inputs, labels| {
-                    let cache = PrimalCache::new();
-                    curvature_vector_scaled(
-                        self.model,
-                        &self.theta,
-                        inputs,
-                        labels,
-                        &zero,
-                        self.kind,
-                        scale,
-                        Some(&cache),
-                    )?;
-                    Ok(cache)
-                },
-                |(lo, _), cache| {
-                    let bytes = cache.bytes();
-                    total += bytes;
-                    // Nothing recorded (no conv layers), or over the cap: stop.
-                    if bytes == 0 || total > self.cache_limit {
-                        return false;
-                    }
-                    caches[lo / self.batch_size] = Some(cache);
-                    true
-                },
-            )?;
-        }
-        let _ = self.caches.set(caches);
-        Ok(self.caches.get().expect("set above"))
     }
 
     /// `H v` (or `G v`) of the mean loss over the dataset, in f64.
@@ -249,18 +201,46 @@ where
             });
         }
         let scale = 1.0 / self.data.len() as f64;
-        let caches = self.caches()?;
         let mut acc = vec![0.0f64; self.dim()];
-        self.for_each_batch(
-            |i, inputs, labels| {
-                let cache = caches[i].as_ref();
-                curvature_vector_scaled(self.model, &self.theta, inputs, labels, v, self.kind, scale, cache)
-            },
-            |_, part| {
-                acc.iter_mut().zip(part).for_each(|(a, p)| *a += p.f64());
-                true
-            },
-        )?;
+        let mut add = |part: Vec<E>| acc.iter_mut().zip(part).for_each(|(a, p)| *a += p.f64());
+        let product = |inputs: &Inputs<'_>, labels: &[u32], cache: Option<&PrimalCache<E>>| {
+            curvature_vector_scaled(self.model, &self.theta, inputs, labels, v, self.kind, scale, cache)
+        };
+        match self.caches.get() {
+            Some(caches) => self.for_each_batch(
+                |i, inputs, labels| product(inputs, labels, caches[i].as_ref()),
+                |_, part| add(part),
+            )?,
+            None => {
+                // The first product records each batch's cache as it goes
+                // (the recorded parts do not depend on v), keeping batches
+                // while the total stays within the cap. Which batches record
+                // is decided per pair, so it is deterministic.
+                let record = AtomicBool::new(self.cache_limit > 0);
+                let mut kept: Vec<Option<PrimalCache<E>>> = self.batches().map(|_| None).collect();
+                let mut total = 0usize;
+                self.for_each_batch(
+                    |_, inputs, labels| {
+                        let cache = record.load(Ordering::Relaxed).then(PrimalCache::new);
+                        Ok((product(inputs, labels, cache.as_ref())?, cache))
+                    },
+                    |(lo, _), (part, cache)| {
+                        add(part);
+                        if let Some(cache) = cache {
+                            let bytes = cache.bytes();
+                            total += bytes;
+                            // Nothing recorded (no conv layers), or over the cap.
+                            if bytes == 0 || total > self.cache_limit {
+                                record.store(false, Ordering::Relaxed);
+                            } else {
+                                kept[lo / self.batch_size] = Some(cache);
+                            }
+                        }
+                    },
+                )?;
+                let _ = self.caches.set(kept);
+            }
+        }
         self.matvecs.fetch_add(1, Ordering::Relaxed);
         Ok(acc)
     }
@@ -283,7 +263,6 @@ where
                 let w = (hi - lo) as f64 / n;
                 loss += w * g.loss;
                 grad.iter_mut().zip(g.grad).for_each(|(a, b)| *a += w * b.f64());
-                true
             },
         )?;
         Ok((loss, grad.into_iter().map(E::of).collect()))
