@@ -32,6 +32,10 @@
 //! and enters the tangent branch as a tape-less-but-same-id clone
 //! (`retaped`), so the gradients of both uses accumulate on the same id and
 //! the tapes merge where the branches join.
+//!
+//! [`Dual::with_cache`] hands the conv layers a [`PrimalCache`]: on the
+//! first pass they record their `v`-independent parts, on later passes (same
+//! θ, batch and loss scale, any `v`) they reuse them.
 
 use crate::HvpError;
 use dfdx::prelude::*;

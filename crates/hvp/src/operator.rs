@@ -24,15 +24,15 @@
 //! product skips the `W·cols` GEMM and the im2col of `x` in each conv
 //! layer's forward and backward, and the `Wᵀ·Ġ` GEMM with its col2im: a
 //! stride-2 conv layer costs 6 GEMM units instead of 8, against 3 for a
-//! gradient. All products read the same
-//! recording, so they stay deterministic; in the tests they also give the
-//! same bits as the recording product and as an operator without cache.
-//! The cache is capped at [`HessianOperator::with_cache_limit`] bytes
-//! (default [`DEFAULT_CACHE_BYTES`]; the reference CNN in f64 takes about
-//! 390 KB per sample, so 2048 samples take about 800 MB; f32 half that):
-//! batches past the cap run uncached, and the cap can be overshot by the
-//! two batches being recorded when it is reached. Models without conv
-//! layers record nothing and run uncached.
+//! gradient. All products read the same recording, so they stay
+//! deterministic; in the tests they also give the same bits as the
+//! recording product and as an operator without cache. The cache is capped
+//! at [`HessianOperator::with_cache_limit`] bytes (default
+//! [`DEFAULT_CACHE_BYTES`]; the reference CNN in f64 takes about 390 KB per
+//! sample, so 2048 samples take about 800 MB; f32 half that): batches past
+//! the cap run uncached, and the cap can be overshot by the two batches
+//! being recorded when it is reached. Models without conv layers record
+//! nothing and run uncached.
 
 use crate::batch::{check_batch, curvature_vector_scaled};
 use crate::dual::PrimalCache;
