@@ -99,6 +99,9 @@ fn check_hvp_vs_fd<M: Model>(name: &str, m: &M, data: &Dataset) {
         let op = HessianOperator::new(m, theta.clone(), data, 0, Curvature::Hessian)
             .unwrap()
             .with_cache_limit(limit);
+        // A first product (another direction) records the cache; the
+        // checked one reads it.
+        op.hvp(&random_vec(theta.len(), seed + 100)).unwrap();
         let hv = op.hvp(&v).unwrap();
         let err = best_fd_err(m, &theta, data, &v, &hv);
         eprintln!(
