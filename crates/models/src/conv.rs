@@ -986,25 +986,26 @@ impl<E: Float> DualConvCache<E> {
     }
 }
 
-/// Where the backward pass finds the ReLU mask.
-enum MaskSrc<E: Float> {
+/// Where the backward pass finds the ReLU mask and (from a cache) the
+/// input's im2col.
+enum PrimalSrc<E: Float> {
     Own(Option<Vec<bool>>),
     Cached(Arc<DualConvCache<E>>),
 }
 
-impl<E: Float> MaskSrc<E> {
+impl<E: Float> PrimalSrc<E> {
     fn get(&self) -> Option<&[bool]> {
         match self {
-            MaskSrc::Own(m) => m.as_deref(),
-            MaskSrc::Cached(c) => c.primal.get().and_then(|p| p.mask.as_deref()),
+            PrimalSrc::Own(m) => m.as_deref(),
+            PrimalSrc::Cached(c) => c.primal.get().and_then(|p| p.mask.as_deref()),
         }
     }
 
     /// The cached im2col of the input, if any.
     fn cols(&self) -> Option<&[E]> {
         match self {
-            MaskSrc::Own(_) => None,
-            MaskSrc::Cached(c) => c.primal.get().map(|p| &p.cols[..]),
+            PrimalSrc::Own(_) => None,
+            PrimalSrc::Cached(c) => c.primal.get().map(|p| &p.cols[..]),
         }
     }
 }
@@ -1077,7 +1078,7 @@ where
             let zd = chunked_tangent(g, &p.cols, xdv.as_deref(), &wv, v, c, p.mask.as_deref(), n);
             // A clone shares the recorded buffer (and its tensor id, which
             // is unique within each product's graph).
-            (p.a.clone(), zd, MaskSrc::Cached(cc.clone()))
+            (p.a.clone(), zd, PrimalSrc::Cached(cc.clone()))
         }
         None => {
             let bv = host_vec(&b);
@@ -1092,9 +1093,9 @@ where
                         mask,
                         cols,
                     });
-                    MaskSrc::Cached(cc.clone())
+                    PrimalSrc::Cached(cc.clone())
                 }
-                None => MaskSrc::Own(mask),
+                None => PrimalSrc::Own(mask),
             };
             (z, zd.expect("tangent requested"), mask)
         }
