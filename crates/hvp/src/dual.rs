@@ -13,7 +13,7 @@
 //! | input | `x` | `0` |
 //! | `embed_pair` | `[E(a) ; E(b)]` | `[V_E(a) ; V_E(b)]` |
 //! | `linear` | `z = x Wᵀ + b` | `ż = ẋ Wᵀ + x Vᵀ + c` |
-//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` (fused: [`conv2d_dual_cached`]) |
+//! | `conv2d` | `z = conv(x, W, b)` | `ż = conv(ẋ, W, 0) + conv(x, V, c)` (fused: [`conv2d_dual`]) |
 //! | `relu` | `a = max(z, 0)` | `ȧ = 1[z > 0] · ż` (mask constant; one fused op) |
 //!
 //! The tangent tape type `TT` chooses what the reverse pass differentiates:
@@ -40,7 +40,7 @@
 use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
-use gensplit_models::conv::{conv2d_dual_cached, ConvGeom, DualConvCache};
+use gensplit_models::conv::{conv2d_dual, ConvGeom, DualConvCache};
 use gensplit_models::ops::{param_block, param_matrix};
 use gensplit_models::{host_vec, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -277,7 +277,7 @@ where
         let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
         let slot = self.cache.map(|c| c.slot(self.convs));
         self.convs += 1;
-        let (primal, tangent) = conv2d_dual_cached(
+        let (primal, tangent) = conv2d_dual(
             x.primal,
             x.tangent,
             self.block(w),

@@ -153,6 +153,16 @@ impl<E: Float> Patcher<E> {
         }
     }
 
+    /// im2col of a chunk of samples `x` (`[m, C·H·W]`) side by side into
+    /// `cols`, a `[C·k·k, m·Ho·Wo]` matrix (sample `s` in columns `s·Ho·Wo..`).
+    pub(crate) fn im2col_chunk(&mut self, x: &[E], cols: &mut [E]) {
+        let (fin, hw) = (self.g.in_features(), self.ho * self.wo);
+        let l = x.len() / fin * hw;
+        for (s, xs) in x.chunks_exact(fin).enumerate() {
+            self.im2col(xs, cols, l, s * hw);
+        }
+    }
+
     /// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] +=
     /// dcols[(c·k+u)·k+v, off + i·Wo+j]` with `dcols` a `[C·k·k, ld]` matrix.
     pub(crate) fn col2im_add(&mut self, dcols: &[E], ld: usize, off: usize, dx: &mut [E]) {
@@ -455,9 +465,7 @@ fn chunked_forward<E: Float>(
                 let (lo, hi) = chunk_range(ci, n);
                 let l = (hi - lo) * hw;
                 let cols = sized(&mut wk.cols, patch * l);
-                for s in 0..hi - lo {
-                    wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
-                }
+                wk.pt.im2col_chunk(&x[lo * fin..hi * fin], cols);
                 let out = sized(&mut wk.out, rows * l);
                 matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
                 match mc.as_deref_mut() {
@@ -475,15 +483,10 @@ fn chunked_forward<E: Float>(
                     let (_, outd) = out.split_at_mut(o * l);
                     if let Some(xd) = xdot {
                         let cols_d = sized(&mut wk.cols_d, patch * l);
-                        for s in 0..hi - lo {
-                            wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols_d, l, s * hw);
-                        }
+                        wk.pt.im2col_chunk(&xd[lo * fin..hi * fin], cols_d);
                         matmul(o, l, patch, outd, true, w, patch, 1, cols_d, l, 1);
                     }
-                    match mc.as_deref() {
-                        Some(mc) => unpack_rows(outd, c, zdc, hw, fout, |i, v| if mc[i] { v } else { E::zero() }),
-                        None => unpack_rows(outd, c, zdc, hw, fout, |_, v| v),
-                    }
+                    unpack_masked(outd, c, zdc, hw, fout, mc.as_deref());
                 }
             },
         );
@@ -502,10 +505,7 @@ fn chunked_im2col<E: Float>(g: &ConvGeom, x: &[E], n: usize) -> Vec<E> {
         || Patcher::new(g),
         |pt, (ci, cc)| {
             let (lo, hi) = chunk_range(ci, n);
-            let l = (hi - lo) * hw;
-            for s in 0..hi - lo {
-                pt.im2col(&x[(lo + s) * fin..][..fin], cc, l, s * hw);
-            }
+            pt.im2col_chunk(&x[lo * fin..hi * fin], cc);
         },
     );
     cols
@@ -557,18 +557,10 @@ fn chunked_tangent<E: Float>(
             );
             if let Some(xd) = xdot {
                 let cols_d = sized(&mut wk.cols_d, patch * l);
-                for s in 0..hi - lo {
-                    wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols_d, l, s * hw);
-                }
+                wk.pt.im2col_chunk(&xd[lo * fin..hi * fin], cols_d);
                 matmul(o, l, patch, out, true, w, patch, 1, cols_d, l, 1);
             }
-            match mask {
-                Some(m) => {
-                    let mc = &m[lo * fout..hi * fout];
-                    unpack_rows(out, c, zdc, hw, fout, |i, v| if mc[i] { v } else { E::zero() })
-                }
-                None => unpack_rows(out, c, zdc, hw, fout, |_, v| v),
-            }
+            unpack_masked(out, c, zdc, hw, fout, mask.map(|m| &m[lo * fout..hi * fout]));
         },
     );
     zd
@@ -602,6 +594,15 @@ fn unpack_rows<E: Float>(
                 *d = post(base + p, v + bo);
             }
         }
+    }
+}
+
+/// [`unpack_rows`] zeroing where the chunk's ReLU `mask` is false (`None`:
+/// no ReLU).
+fn unpack_masked<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: usize, mask: Option<&[bool]>) {
+    match mask {
+        Some(m) => unpack_rows(src, bias, dst, hw, fout, |i, v| if m[i] { v } else { E::zero() }),
+        None => unpack_rows(src, bias, dst, hw, fout, |_, v| v),
     }
 }
 
@@ -736,9 +737,7 @@ fn chunked_backward<E: Float>(
                 let xc: &[E] = match xcols {
                     Some(c) => &c[lo * patch * hw..][..patch * l],
                     None => {
-                        for s in 0..m {
-                            wk.pt.im2col(&x[(lo + s) * fin..][..fin], cols, l, s * hw);
-                        }
+                        wk.pt.im2col_chunk(&x[lo * fin..hi * fin], cols);
                         cols
                     }
                 };
@@ -746,9 +745,7 @@ fn chunked_backward<E: Float>(
                 matmul(o, patch, l, &mut dw, false, &gs[..o * l], l, 1, xc, 1, l);
                 let cols = sized(&mut wk.cols, patch * l);
                 if let (Some(_), Some(xd)) = (gzdot, xdot) {
-                    for s in 0..m {
-                        wk.pt.im2col(&xd[(lo + s) * fin..][..fin], cols, l, s * hw);
-                    }
+                    wk.pt.im2col_chunk(&xd[lo * fin..hi * fin], cols);
                     matmul(o, patch, l, &mut dw, true, &gs[o * l..], l, 1, cols, 1, l);
                 }
                 // The column buffer is free again: reuse it for dcols.
@@ -878,51 +875,7 @@ where
     out.put_tape(tape)
 }
 
-/// Fused convolution with its tangent, for forward-over-reverse curvature
-/// products (`gensplit_hvp::Dual`): given the primal input `x`, its tangent
-/// `ẋ` (`None` = identically zero, and `x` then does not depend on θ), the
-/// taped weight and bias blocks `W`, `b` and the constant direction blocks
-/// `V`, `c` at their place, returns
-///
-/// ```text
-/// z = conv(x, W, b),    ż = conv(ẋ, W, 0) + conv(x, V, c)
-/// ```
-///
-/// sharing one im2col of `x` ([`dual_forward_raw`]). The backward op (one,
-/// recorded on `z`'s tape; `ż` gets an empty tape of type `TT`, and its
-/// gradient is complete before this op runs since every consumer of `ż` is
-/// recorded later) propagates, with `G = ∂L/∂z`, `Ġ = ∂L/∂ż` ([`dual_backward_raw`]):
-/// `∂L/∂W = Σ G·colsᵀ + Ġ·colsᵈᵀ`, `∂L/∂b = Σ G`,
-/// `∂L/∂x = col2im(Wᵀ·G + Vᵀ·Ġ)`, `∂L/∂ẋ = col2im(Wᵀ·Ġ)`. `Ġ` is used only
-/// when `TT` records a tape and `ẋ` is given; with `ẋ = None`, `ż` is a
-/// constant and `x` gets no gradient (it is data). Equal, up to rounding, to
-/// the three separate [`conv2d`] calls.
-///
-/// With `relu`, returns the pair after a ReLU instead, `a = max(z, 0)` and
-/// `ȧ = 1[z > 0]·ż` (the tangent rule of ReLU, whose mask is a constant),
-/// fused as in [`conv2d_relu_with`]: the incoming `∂L/∂a`, `∂L/∂ȧ` are
-/// masked while being repacked for the GEMMs.
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
-pub fn conv2d_dual<E, TT>(
-    x: T2<E, Taped<E>>,
-    xdot: Option<T2<E, TT>>,
-    w: T1<E, Taped<E>>,
-    v: &[E],
-    b: T1<E, Taped<E>>,
-    c: &[E],
-    g: &ConvGeom,
-    relu: bool,
-) -> (T2<E, Taped<E>>, T2<E, TT>)
-where
-    E: Float,
-    Dev: Device<E>,
-    TT: Tape<E, Dev>,
-    Taped<E>: Merge<TT>,
-{
-    conv2d_dual_cached(x, xdot, w, v, b, c, g, relu, None)
-}
-
-/// The parts of one conv layer's dual pass ([`conv2d_dual_cached`]) that do
+/// The parts of one conv layer's dual pass ([`conv2d_dual`]) that do
 /// not depend on the direction `v`, kept across curvature products at one
 /// fixed θ and one fixed batch:
 ///
@@ -1010,11 +963,34 @@ impl<E: Float> PrimalSrc<E> {
     }
 }
 
-/// [`conv2d_dual`] with a [`DualConvCache`] for repeated products at a
-/// fixed θ and batch.
+/// Fused convolution with its tangent, for forward-over-reverse curvature
+/// products (`gensplit_hvp::Dual`): given the primal input `x`, its tangent
+/// `ẋ` (`None` = identically zero, and `x` then does not depend on θ), the
+/// taped weight and bias blocks `W`, `b` and the constant direction blocks
+/// `V`, `c` at their place, returns
 ///
-/// With `cache = None` this is [`conv2d_dual`]. With an empty cache it
-/// computes exactly that and records the `v`-independent parts; with a
+/// ```text
+/// z = conv(x, W, b),    ż = conv(ẋ, W, 0) + conv(x, V, c)
+/// ```
+///
+/// sharing one im2col of `x` ([`dual_forward_raw`]). The backward op (one,
+/// recorded on `z`'s tape; `ż` gets an empty tape of type `TT`, and its
+/// gradient is complete before this op runs since every consumer of `ż` is
+/// recorded later) propagates, with `G = ∂L/∂z`, `Ġ = ∂L/∂ż` ([`dual_backward_raw`]):
+/// `∂L/∂W = Σ G·colsᵀ + Ġ·colsᵈᵀ`, `∂L/∂b = Σ G`,
+/// `∂L/∂x = col2im(Wᵀ·G + Vᵀ·Ġ)`, `∂L/∂ẋ = col2im(Wᵀ·Ġ)`. `Ġ` is used only
+/// when `TT` records a tape and `ẋ` is given; with `ẋ = None`, `ż` is a
+/// constant and `x` gets no gradient (it is data). Equal, up to rounding, to
+/// the three separate [`conv2d`] calls.
+///
+/// With `relu`, returns the pair after a ReLU instead, `a = max(z, 0)` and
+/// `ȧ = 1[z > 0]·ż` (the tangent rule of ReLU, whose mask is a constant),
+/// fused as in [`conv2d_relu_with`]: the incoming `∂L/∂a`, `∂L/∂ȧ` are
+/// masked while being repacked for the GEMMs.
+///
+/// **Cache.** For repeated products at a fixed θ and batch, pass a
+/// [`DualConvCache`] (`None`: no cache). With an empty cache the op
+/// computes exactly the above and records the `v`-independent parts; with a
 /// filled cache the forward computes only `ż = V·cols + W·colsᵈ + c` from
 /// the recorded `cols` (2 GEMM units instead of 3 for a layer with ẋ, 1
 /// instead of 2 for the first layer), and the backward skips `Wᵀ·Ġ` and
@@ -1027,7 +1003,7 @@ impl<E: Float> PrimalSrc<E> {
 /// When a filled cache holds a primal of another batch size or another
 /// ReLU choice (a caller bug, not a data error).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-pub fn conv2d_dual_cached<E, TT>(
+pub fn conv2d_dual<E, TT>(
     x: T2<E, Taped<E>>,
     xdot: Option<T2<E, TT>>,
     w: T1<E, Taped<E>>,

@@ -348,6 +348,7 @@ fn fused_dual_discrepancy(g: &ConvGeom, n: usize, seed: u64, with_xdot: bool, ta
             &c,
             g,
             false,
+            None,
         );
         let (zv, zdv) = (z.as_vec(), zd.as_vec());
         let l = (z * rt.clone()).sum::<Rank0, _>() + (zd * rdt.clone()).sum::<Rank0, _>();
@@ -363,6 +364,7 @@ fn fused_dual_discrepancy(g: &ConvGeom, n: usize, seed: u64, with_xdot: bool, ta
             &c,
             g,
             false,
+            None,
         );
         let (zv, zdv) = (z.as_vec(), zd.as_vec());
         let l = (z * rt.clone()).sum::<Rank0, _>();
@@ -529,7 +531,7 @@ fn fused_conv_relu_matches_conv_then_relu() {
     assert!(g1.iter().any(|&v| v != 0.0));
 }
 
-/// One pass of [`conv2d_dual_cached`] with a taped tangent and a fused ReLU:
+/// One pass of [`conv2d_dual`] with a taped tangent and a fused ReLU:
 /// `(a, ȧ, ∂L/∂x, ∂L/∂ẋ, ∂L/∂W, ∂L/∂b)` for `L = Σ a ⊙ r + Σ ȧ ⊙ rd`.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn cached_dual_pass(
@@ -540,7 +542,7 @@ fn cached_dual_pass(
     (r, rd): (&[f64], &[f64]),
     cache: Option<&std::sync::Arc<gensplit_models::conv::DualConvCache<f64>>>,
 ) -> [Vec<f64>; 6] {
-    use gensplit_models::conv::conv2d_dual_cached;
+    use gensplit_models::conv::conv2d_dual;
     type Tp = OwnedTape<f64, Cpu>;
     let dev = Cpu::default();
     let (fin, fout) = (g.in_features(), g.out_features());
@@ -548,7 +550,7 @@ fn cached_dual_pass(
     let xdt = dev.tensor_from_vec(xd.unwrap_or(x).to_vec(), (n, fin));
     let wt = dev.tensor_from_vec(w.to_vec(), (w.len(),));
     let bt = dev.tensor_from_vec(b.to_vec(), (b.len(),));
-    let (a, ad) = conv2d_dual_cached(
+    let (a, ad) = conv2d_dual(
         xt.leaky_trace(),
         xd.map(|_| xdt.leaky_trace()),
         wt.retaped::<Tp>(),
