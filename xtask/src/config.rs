@@ -3,6 +3,8 @@
 //! [`ReproConfig::quick`] (a small end-to-end smoke run for CI).
 
 use crate::hessian::HessianConfig;
+use crate::steer::SteerConfig;
+use gensplit_steer::walk::{AscentParams, RelearnParams, UnlearnParams};
 use gensplit_data::modular::ModAddConfig;
 use gensplit_data::patterns::PatternConfig;
 use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, Schedule, TrainConfig};
@@ -87,6 +89,9 @@ pub struct ReproConfig {
     /// Hessian of the modular MLP's training loss (`subset` is ignored: all
     /// training pairs).
     pub hessian_modadd: HessianConfig,
+    /// Steering and independence (both CNNs; the Hessians of the mixed-only
+    /// CNN use `hessian_images` too).
+    pub steer: SteerConfig,
 }
 
 fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_every: usize) -> Phase {
@@ -157,7 +162,7 @@ impl ReproConfig {
                 key_fraction: gensplit_models::fourier::DEFAULT_KEY_FRACTION,
             },
             hessian_images: HessianConfig {
-                k: 20,
+                k: 50,
                 tol: 1e-6,
                 max_matvecs: 400,
                 subset: 2048,
@@ -179,6 +184,39 @@ impl ReproConfig {
                 slq_steps: 30,
                 slq_subset: usize::MAX,
                 f64: true,
+            },
+            steer: SteerConfig {
+                cal_eval: 1024,
+                heldout_start: 5000,
+                heldout_size: 5000,
+                k: 20,
+                seed_ks: vec![20, 50],
+                mu: 0.1,
+                alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
+                random_seeds: vec![1, 2, 3, 4, 5],
+                random_trials: 5,
+                ascent: AscentParams {
+                    steps: 60,
+                    step_size: 0.1,
+                    beta: 1.0,
+                    mu: 0.1,
+                    record_every: 3,
+                },
+                ascent_keep_subset: 512,
+                unlearn: UnlearnParams {
+                    steps: 300,
+                    batch: 64,
+                    lr: 1e-3,
+                    ascent_weight: 1.0,
+                    seed: 9,
+                    record_every: 10,
+                },
+                relearn_samples: 64,
+                relearn: RelearnParams {
+                    lr: 1e-3,
+                    record_at: vec![0, 10, 25, 50, 100],
+                },
+                max_keep_drop: 0.02,
             },
         }
     }
@@ -216,6 +254,20 @@ impl ReproConfig {
         c.hessian_modadd.max_matvecs = 120;
         c.hessian_modadd.slq_probes = 2;
         c.hessian_modadd.slq_steps = 15;
+        c.steer.cal_eval = 256;
+        c.steer.heldout_start = 500;
+        c.steer.heldout_size = 500;
+        c.steer.k = 5;
+        c.steer.seed_ks = vec![5];
+        c.steer.alphas = vec![0.25, 0.5, 1.0, 2.0, 4.0];
+        c.steer.random_seeds = vec![1, 2];
+        c.steer.random_trials = 2;
+        c.steer.ascent.steps = 12;
+        c.steer.ascent.step_size = 0.2;
+        c.steer.ascent_keep_subset = 128;
+        c.steer.unlearn.steps = 40;
+        c.steer.relearn_samples = 32;
+        c.steer.relearn.record_at = vec![0, 10, 25];
         c
     }
 
@@ -254,6 +306,22 @@ impl ReproConfig {
         c.hessian_modadd.k = 2;
         c.hessian_modadd.max_matvecs = 40;
         c.hessian_modadd.slq_steps = 5;
+        c.steer.cal_eval = 32;
+        c.steer.heldout_start = 50;
+        c.steer.heldout_size = 50;
+        c.steer.k = 2;
+        c.steer.seed_ks = vec![2];
+        c.steer.alphas = vec![0.5, 2.0];
+        c.steer.random_seeds = vec![1];
+        c.steer.random_trials = 2;
+        c.steer.ascent.steps = 3;
+        c.steer.ascent.record_every = 1;
+        c.steer.ascent_keep_subset = 16;
+        c.steer.unlearn.steps = 4;
+        c.steer.unlearn.batch = 8;
+        c.steer.unlearn.record_every = 2;
+        c.steer.relearn_samples = 8;
+        c.steer.relearn.record_at = vec![0, 2];
         c
     }
 }

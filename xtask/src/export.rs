@@ -195,6 +195,23 @@ pub fn write(dir: &Path, cfg: &ReproConfig, out: &Outputs) -> Result<()> {
             "unit eigenvectors in the model's flat parameter order",
         )?;
     }
+    // steered parameter vectors: each scenario's best operating point
+    for r in [&out.steer_pretrained, &out.steer_mixed_only] {
+        for d in &r.directions {
+            if let (Some(th), Some(m)) = (&d.best_theta, &d.best) {
+                w.put(
+                    &format!("steered/{}_{}_{}.npy", r.model, d.scenario, d.dir),
+                    th,
+                    &[th.len()],
+                    "parameter (flat order of cnn_{model})",
+                    &format!(
+                        "cnn_{} steered by `{m}` ({} {}, operating point chosen on the calibration split)",
+                        r.model, d.scenario, d.dir
+                    ),
+                )?;
+            }
+        }
+    }
     let index = json!({
         "format": "gensplit export v1",
         "loss": "mean softmax cross-entropy in nats over the listed samples; no weight-decay term; hessian of digits/patterns/mixed uses model cnn_pretrained, of modadd uses model modadd on its training pairs",
@@ -208,6 +225,76 @@ pub fn write(dir: &Path, cfg: &ReproConfig, out: &Outputs) -> Result<()> {
     )?;
     tracing::info!("export written to {}", dir.display());
     Ok(())
+}
+
+/// Writes one steered model to `dir/steered/<name>/` (see [`crate::steer`]):
+/// `theta.npy` (flat f32), one `.npy` per block, and `index.json` with the
+/// request, α, the architecture and the held-out accuracies of the steered
+/// and the unsteered model. The directory is built under a temporary name
+/// and renamed, so it never exists half-written.
+pub fn write_steered(
+    dir: &Path,
+    cfg: &ReproConfig,
+    out: &Outputs,
+    trained: &crate::stages::Trained,
+    req: &crate::steer::SteerRequest,
+    theta: &[f32],
+    alpha: f64,
+) -> Result<std::path::PathBuf> {
+    let name = format!(
+        "{}-{}-ablate_{}-{}-a{:+.4}",
+        req.model, req.scenario, req.ablate, req.method, alpha
+    );
+    let root = dir.join("steered");
+    let final_dir = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut w = Writer {
+        dir: &tmp,
+        index: Vec::new(),
+    };
+    w.put("theta.npy", theta, &[theta.len()], "parameter (flat order)", "steered parameters")?;
+    let layout = trained.model.layout();
+    for b in layout.blocks() {
+        w.put(
+            &format!("{}.npy", b.name),
+            &theta[b.range()],
+            &b.shape,
+            "as in export/index.json",
+            &format!("block {} (flat offset {})", b.name, b.offset),
+        )?;
+    }
+    let sc = &cfg.steer;
+    let mut accs = serde_json::Map::new();
+    for (set, imgs) in [
+        ("digits", &out.images.test_digits),
+        ("patterns", &out.images.test_patterns),
+        ("mixed", &out.images.test_mixed),
+    ] {
+        let idx: Vec<usize> = (sc.heldout_start..(sc.heldout_start + sc.heldout_size).min(imgs.len())).collect();
+        let data = gensplit_models::Dataset::from_images(&imgs.subset(&idx));
+        let steered = gensplit_models::evaluate(&trained.model, theta, &data, 1024)?;
+        let base = gensplit_models::evaluate(&trained.model, &trained.theta, &data, 1024)?;
+        accs.insert(set.into(), json!({"steered": steered.acc, "unsteered": base.acc}));
+    }
+    let index = json!({
+        "format": "gensplit steered v1",
+        "model": format!("cnn_{}", req.model),
+        "scenario": req.scenario,
+        "ablate": req.ablate,
+        "method": req.method,
+        "alpha": alpha,
+        "architecture": trained.model,
+        "blocks": layout.blocks(),
+        "heldout_acc": accs,
+        "heldout_images": format!("test images {}..{}", sc.heldout_start, sc.heldout_start + sc.heldout_size),
+        "arrays": w.index,
+    });
+    write_atomic(&tmp.join("index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
+    Ok(final_dir)
 }
 
 #[cfg(test)]

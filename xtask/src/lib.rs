@@ -10,6 +10,7 @@ pub mod export;
 pub mod hessian;
 pub mod report;
 pub mod stages;
+pub mod steer;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,27 @@ fn run_stages(
     };
     let outputs = stages::run_all(&mut ctx, cfg, digits)?;
     Ok((outputs, ctx.runs))
+}
+
+/// Runs (or loads from the cache) every stage, then writes the steered
+/// parameters that `req` asks for to `out/steered/<name>/` (`theta.npy`,
+/// one `.npy` per block, `index.json` with the method, α and held-out
+/// accuracies). Returns that directory.
+pub fn steer(
+    cfg: &config::ReproConfig,
+    out: &Path,
+    force: bool,
+    digits: &stages::DigitSource,
+    req: &steer::SteerRequest,
+) -> Result<PathBuf> {
+    let (outputs, _) = run_stages(cfg, out, force, digits)?;
+    let (res, trained) = match req.model.as_str() {
+        "pretrained" => (&outputs.steer_pretrained, &outputs.cnn_pretrained),
+        "mixed_only" => (&outputs.steer_mixed_only, &outputs.cnn_mixed_only),
+        m => anyhow::bail!("--model must be `pretrained` or `mixed_only`, got `{m}`"),
+    };
+    let (theta, alpha) = steer::steered_theta(res, &trained.theta, &cfg.steer, req)?;
+    export::write_steered(out, cfg, &outputs, trained, req, &theta, alpha)
 }
 
 /// Runs (or loads from the cache) every stage, then writes `out/export/`

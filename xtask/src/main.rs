@@ -41,6 +41,30 @@ enum Cmd {
     /// Write models, evaluation subsets and Hessian eigenpairs as .npy files with a JSON index
     /// (runs the stages that are not cached yet).
     Export(ReproduceArgs),
+    /// Write a steered model's parameters (.npy + JSON) to DIR/steered/
+    /// (runs the stages that are not cached yet).
+    Steer(SteerArgs),
+}
+
+#[derive(clap::Args)]
+struct SteerArgs {
+    #[command(flatten)]
+    common: ReproduceArgs,
+    /// Which CNN: `pretrained` or `mixed_only`.
+    #[arg(long, default_value = "pretrained")]
+    model: String,
+    /// The rule to break: `digits` or `patterns`.
+    #[arg(long)]
+    ablate: String,
+    /// Method name as in the report (e.g. gen_eig, seed_k50, curv_ascent).
+    #[arg(long)]
+    method: String,
+    /// Step along a straight-line method's direction [default: its operating point].
+    #[arg(long, allow_hyphen_values = true)]
+    alpha: Option<f64>,
+    /// `supervised`, `semi_keep_known` or `semi_ablate_known`.
+    #[arg(long, default_value = "supervised")]
+    scenario: String,
 }
 
 #[derive(clap::Args)]
@@ -68,9 +92,20 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (export, args) = match Cli::parse().cmd {
-        Cmd::Reproduce(args) => (false, args),
-        Cmd::Export(args) => (true, args),
+    let (export, args, req) = match Cli::parse().cmd {
+        Cmd::Reproduce(args) => (false, args, None),
+        Cmd::Export(args) => (true, args, None),
+        Cmd::Steer(s) => (
+            false,
+            s.common,
+            Some(xtask::steer::SteerRequest {
+                model: s.model,
+                scenario: s.scenario,
+                ablate: s.ablate,
+                method: s.method,
+                alpha: s.alpha,
+            }),
+        ),
     };
     let cfg = if args.quick {
         config::ReproConfig::quick()
@@ -85,7 +120,10 @@ fn main() -> Result<()> {
         },
     };
     let out = args.out.unwrap_or_else(workspace_root);
-    if export {
+    if let Some(req) = req {
+        let dir = xtask::steer(&cfg, &out, args.force, &digits, &req)?;
+        tracing::info!("steered parameters written to {}", dir.display());
+    } else if export {
         xtask::export(&cfg, &out, args.force, &digits)?;
     } else {
         xtask::reproduce(&cfg, &out, args.force, &digits)?;

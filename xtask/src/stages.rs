@@ -24,6 +24,8 @@ pub mod version {
     pub const TRAIN_MODADD: u32 = 1;
     /// `hessian_*`
     pub const HESSIAN: u32 = 1;
+    /// `steer_*`
+    pub const STEER: u32 = 1;
 }
 
 /// How a stage was satisfied in this run.
@@ -394,6 +396,12 @@ pub struct Outputs {
     pub modadd: ModAddResult,
     /// Hessian spectra: digits, patterns, mixed (pretrained CNN), modadd.
     pub hessian: Vec<crate::hessian::HessianResult>,
+    /// Hessian spectra of the mixed-only CNN: digits, patterns, mixed.
+    pub hessian_mixed_only: Vec<crate::hessian::HessianResult>,
+    /// Steering and independence of the pretrained CNN.
+    pub steer_pretrained: crate::steer::SteerResult,
+    /// Steering and independence of the mixed-only CNN.
+    pub steer_mixed_only: crate::steer::SteerResult,
     /// The image datasets (in memory, for the export).
     pub images: Images,
 }
@@ -414,7 +422,7 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         r.seconds += build_s;
         r.compute_seconds = Some(r.seconds);
     }
-    let (_, cnn_mixed_only) = ctx.stage(
+    let (mixed_only_key, cnn_mixed_only) = ctx.stage(
         "train_cnn_mixed_only",
         version::TRAIN_CNN,
         &cfg.cnn_mixed_only,
@@ -432,19 +440,58 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         train_modadd(&cfg.modadd)
     })?;
     let mut hessian = Vec::new();
+    let mut hessian_mixed_only = Vec::new();
+    let mut hkeys = Vec::new();
+    let mut hkeys_mixed_only = Vec::new();
     let hc = &cfg.hessian_images;
-    for (set, images) in [
-        ("digits", &images.test_digits),
-        ("patterns", &images.test_patterns),
-        ("mixed", &images.test_mixed),
+    for (model_name, model_key, trained) in [
+        ("pretrained", pre_key, &cnn_pretrained),
+        ("mixed_only", mixed_only_key, &cnn_mixed_only),
     ] {
-        let stage = format!("hessian_{set}");
-        let (_, h) = ctx.stage(&stage, version::HESSIAN, &(hc, set), &[pre_key, data_key], || {
-            let data = Dataset::from_images(&images.first(hc.subset));
-            crate::hessian::run(set, &cnn_pretrained, &data, hc)
-        })?;
-        hessian.push(h);
+        for (set, images) in [
+            ("digits", &images.test_digits),
+            ("patterns", &images.test_patterns),
+            ("mixed", &images.test_mixed),
+        ] {
+            // the pretrained CNN's stages keep their original names
+            let stage = if model_name == "pretrained" {
+                format!("hessian_{set}")
+            } else {
+                format!("hessian_{model_name}_{set}")
+            };
+            let (key, h) = ctx.stage(&stage, version::HESSIAN, &(hc, set), &[model_key, data_key], || {
+                let data = Dataset::from_images(&images.first(hc.subset));
+                crate::hessian::run(set, trained, &data, hc)
+            })?;
+            if model_name == "pretrained" {
+                hessian.push(h);
+                hkeys.push(key);
+            } else {
+                hessian_mixed_only.push(h);
+                hkeys_mixed_only.push(key);
+            }
+        }
     }
+    let mut steered = Vec::new();
+    for (model_name, model_key, trained, hs, keys) in [
+        ("pretrained", pre_key, &cnn_pretrained, &hessian, &hkeys),
+        ("mixed_only", mixed_only_key, &cnn_mixed_only, &hessian_mixed_only, &hkeys_mixed_only),
+    ] {
+        let inputs: Vec<Key> = [model_key, data_key].into_iter().chain(keys.iter().copied()).collect();
+        let (_, r) = ctx.stage(
+            &format!("steer_{model_name}"),
+            version::STEER,
+            &(&cfg.steer, hc, model_name),
+            &inputs,
+            || {
+                let refs: Vec<&crate::hessian::HessianResult> = hs.iter().collect();
+                crate::steer::run(model_name, trained, &refs, &images, hc, &cfg.steer)
+            },
+        )?;
+        steered.push(r);
+    }
+    let steer_mixed_only = steered.pop().context("steer_mixed_only result")?;
+    let steer_pretrained = steered.pop().context("steer_pretrained result")?;
     let (_, h) = ctx.stage(
         "hessian_modadd",
         version::HESSIAN,
@@ -467,6 +514,9 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         cnn_pretrained,
         modadd,
         hessian,
+        hessian_mixed_only,
+        steer_pretrained,
+        steer_mixed_only,
         images,
     })
 }

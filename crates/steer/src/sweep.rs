@@ -1,0 +1,196 @@
+//! Sweeps, evaluation and the honest operating point.
+//!
+//! A steering run produces a path of parameter vectors `θ(α)`: a straight
+//! line `θ* + α d` for a direction `d` (α in units of θ, both signs, since
+//! an eigenvector's sign is arbitrary), or the iterates of a walk
+//! ([`crate::walk`], α = `‖θ_t − θ*‖`). Each point is evaluated
+//! ([`evaluate_sets`]: mean cross-entropy in nats and accuracy in `[0, 1]`)
+//! on named calibration sets, and [`operating_point`] picks one point by a
+//! rule that reads calibration numbers only, so the accuracies reported at
+//! that point on a disjoint held-out split are honest.
+//!
+//! [`kl_from`] measures how far a steered model moved on data it should keep:
+//! the mean over samples of `KL(p_base ‖ p_steered) = Σ_c p_base,c (log
+//! p_base,c − log p_steered,c)`, in nats.
+
+use crate::SteerError;
+use gensplit_models::{evaluate, evaluate_logits, Dataset, Eval, Model};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One evaluated point of a path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Step size along a direction (signed, θ units), or distance from θ*
+    /// for walks.
+    pub alpha: f64,
+    /// Iteration of a walk (`None` for straight lines).
+    pub step: Option<usize>,
+    /// Evaluation per set name.
+    pub evals: BTreeMap<String, Eval>,
+}
+
+impl Point {
+    /// Accuracy on `set` (NaN when the set was not evaluated).
+    pub fn acc(&self, set: &str) -> f64 {
+        self.evals.get(set).map_or(f64::NAN, |e| e.acc)
+    }
+    /// Loss on `set` (NaN when not evaluated).
+    pub fn loss(&self, set: &str) -> f64 {
+        self.evals.get(set).map_or(f64::NAN, |e| e.loss)
+    }
+}
+
+/// Evaluates θ (f32) on every named set, in chunks of 1024 samples.
+pub fn evaluate_sets<M: Model + ?Sized>(
+    model: &M,
+    theta: &[f32],
+    sets: &[(&str, &Dataset)],
+) -> Result<BTreeMap<String, Eval>, SteerError> {
+    let mut out = BTreeMap::new();
+    for (name, data) in sets {
+        let e = evaluate(model, theta, data, 1024)?;
+        if !e.loss.is_finite() {
+            return Err(SteerError::NonFinite {
+                what: format!("loss on `{name}`"),
+            });
+        }
+        out.insert(name.to_string(), e);
+    }
+    Ok(out)
+}
+
+/// `θ* + α d`, rounded to f32 (the models' storage type).
+pub fn offset(theta: &[f32], d: &[f64], alpha: f64) -> Result<Vec<f32>, SteerError> {
+    if d.len() != theta.len() {
+        return Err(SteerError::Length {
+            what: "direction".into(),
+            expected: theta.len(),
+            got: d.len(),
+        });
+    }
+    if !alpha.is_finite() {
+        return Err(SteerError::Invalid {
+            field: "alpha",
+            reason: format!("must be finite, got {alpha}"),
+        });
+    }
+    Ok(theta.iter().zip(d).map(|(&t, &x)| (t as f64 + alpha * x) as f32).collect())
+}
+
+/// Evaluates the straight line `θ* + α d` at every α of `alphas`.
+pub fn line<M: Model + ?Sized>(
+    model: &M,
+    theta: &[f32],
+    d: &[f64],
+    alphas: &[f64],
+    sets: &[(&str, &Dataset)],
+) -> Result<Vec<Point>, SteerError> {
+    alphas
+        .iter()
+        .map(|&alpha| {
+            let th = offset(theta, d, alpha)?;
+            Ok(Point {
+                alpha,
+                step: None,
+                evals: evaluate_sets(model, &th, sets)?,
+            })
+        })
+        .collect()
+}
+
+/// A symmetric grid `±a_i` (and 0) from a list of positive magnitudes.
+pub fn symmetric_grid(magnitudes: &[f64]) -> Result<Vec<f64>, SteerError> {
+    if let Some(bad) = magnitudes.iter().find(|a| !(a.is_finite() && **a > 0.0)) {
+        return Err(SteerError::Invalid {
+            field: "alphas",
+            reason: format!("step magnitudes must be finite and > 0, got {bad}"),
+        });
+    }
+    let mut g: Vec<f64> = magnitudes.iter().map(|a| -a).collect();
+    g.push(0.0);
+    g.extend_from_slice(magnitudes);
+    g.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    g.dedup();
+    Ok(g)
+}
+
+/// What the operating point optimises.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Objective {
+    /// The lowest accuracy on this set.
+    MinAcc(String),
+    /// The highest loss on this set (label-aware but rule-agnostic: used
+    /// when the rule to break is unknown).
+    MaxLoss(String),
+}
+
+/// The rule that picks a path's operating point from calibration numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// What to optimise.
+    pub objective: Objective,
+    /// The set whose accuracy must be kept.
+    pub keep: String,
+    /// Its accuracy at θ* (calibration split).
+    pub base_keep_acc: f64,
+    /// Largest allowed drop of that accuracy (0.02 = 2 points).
+    pub max_drop: f64,
+}
+
+/// Index of the operating point: among the points whose `keep` accuracy is
+/// at least `base − max_drop`, the best by the objective (ties go to the
+/// smaller |α|). When no point qualifies, `None`.
+pub fn operating_point(points: &[Point], rule: &Rule) -> Option<usize> {
+    let score = |p: &Point| match &rule.objective {
+        Objective::MinAcc(s) => -p.acc(s),
+        Objective::MaxLoss(s) => p.loss(s),
+    };
+    let mut best: Option<usize> = None;
+    for (i, p) in points.iter().enumerate() {
+        let k = p.acc(&rule.keep);
+        if !(k >= rule.base_keep_acc - rule.max_drop - 1e-12) || !score(p).is_finite() {
+            continue;
+        }
+        best = match best {
+            None => Some(i),
+            Some(j) => {
+                let (si, sj) = (score(p), score(&points[j]));
+                if si > sj || (si == sj && p.alpha.abs() < points[j].alpha.abs()) {
+                    Some(i)
+                } else {
+                    Some(j)
+                }
+            }
+        };
+    }
+    best
+}
+
+/// Mean `KL(p_base ‖ p)` over `data` (nats), from the logits of both models.
+pub fn kl_from<M: Model + ?Sized>(model: &M, base: &[f32], theta: &[f32], data: &Dataset) -> Result<f64, SteerError> {
+    let classes = model.classes();
+    let mut total = 0.0;
+    let chunk = 1024;
+    for lo in (0..data.len()).step_by(chunk) {
+        let hi = (lo + chunk).min(data.len());
+        let (inp, _) = data.rows(lo, hi);
+        let zb = evaluate_logits(model, base, &inp)?;
+        let zs = evaluate_logits(model, theta, &inp)?;
+        for (rb, rs) in zb.chunks(classes).zip(zs.chunks(classes)) {
+            let (lb, ls) = (log_softmax(rb), log_softmax(rs));
+            total += lb.iter().zip(&ls).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        }
+    }
+    let kl = total / data.len().max(1) as f64;
+    if !kl.is_finite() {
+        return Err(SteerError::NonFinite { what: "KL divergence".into() });
+    }
+    Ok(kl.max(0.0))
+}
+
+fn log_softmax(z: &[f32]) -> Vec<f64> {
+    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+    let lse = m + z.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    z.iter().map(|&v| v as f64 - lse).collect()
+}

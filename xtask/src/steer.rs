@@ -1,0 +1,677 @@
+//! The `steer_*` stages: independence analysis and steering of a trained CNN
+//! (supervised, semi-supervised, relearning), built from `gensplit-steer`.
+//!
+//! Splits (all from the held-out test images, so training never saw them):
+//! * **calibration**: test images `0..hessian.subset` — the data of the
+//!   `hessian_*` eigenpairs and of every curvature product here; α and the
+//!   operating points are chosen on its first `cal_eval` images;
+//! * **held-out**: test images `heldout_start..heldout_start+heldout_size`,
+//!   disjoint from calibration; every reported accuracy and KL is on it.
+//!
+//! Units: α in θ units (a straight line `θ* + α d`, `‖d‖ = 1`), or the
+//! distance `‖θ − θ*‖` for walks; losses in nats; accuracies in `[0, 1]`.
+
+use crate::hessian::{HessianConfig, HessianResult};
+use crate::stages::{Images, Trained};
+use anyhow::{bail, Context, Result};
+use gensplit_data::ImageSet;
+use gensplit_hvp::{Curvature, HessianOperator};
+use gensplit_models::{Dataset, Eval, Model};
+use gensplit_steer::direction::{self, products};
+use gensplit_steer::independence::{self, CrossCurvature, Decomposition, RandomBaseline};
+use gensplit_steer::sweep::{self, Objective, Point, Rule};
+use gensplit_steer::walk::{self, AscentParams, RelearnParams, UnlearnParams};
+use gensplit_steer::Basis;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The three image sets, in the order used everywhere here.
+pub const SETS: [&str; 3] = ["digits", "patterns", "mixed"];
+
+/// Settings of a steering stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SteerConfig {
+    /// Calibration images per set used to evaluate sweep points (a prefix of
+    /// the Hessian subset).
+    pub cal_eval: usize,
+    /// First held-out test image (must be ≥ the Hessian subset size).
+    pub heldout_start: usize,
+    /// Held-out images per set.
+    pub heldout_size: usize,
+    /// Eigenvectors of each loss used for spans, cross-curvature and the
+    /// independence statistics.
+    pub k: usize,
+    /// Keep-eigenspace sizes of the `seed` method (one method per entry,
+    /// named `seed_k<k>`).
+    pub seed_ks: Vec<usize>,
+    /// Ridge μ of the generalized eigenproblem (nats per θ²).
+    pub mu: f64,
+    /// Step magnitudes of the straight-line sweeps (both signs are run).
+    pub alphas: Vec<f64>,
+    /// Seeds of the random-direction baseline.
+    pub random_seeds: Vec<u64>,
+    /// Random frame pairs of the independence baseline.
+    pub random_trials: usize,
+    /// The curvature-guarded ascent walk.
+    pub ascent: AscentParams,
+    /// Samples of the keep loss in the walk's `H_k` (prefix of calibration).
+    pub ascent_keep_subset: usize,
+    /// The unlearning fine-tune baseline.
+    pub unlearn: UnlearnParams,
+    /// Relearning: labelled ablated-rule samples (from calibration).
+    pub relearn_samples: usize,
+    /// Relearning optimizer and record steps.
+    pub relearn: RelearnParams,
+    /// Allowed kept-rule drop on calibration at the operating point.
+    pub max_keep_drop: f64,
+}
+
+/// One method's run in one scenario and direction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MethodRun {
+    /// Method name.
+    pub method: String,
+    /// Calibration points along the path.
+    pub points: Vec<Point>,
+    /// Index of the operating point in `points` (`None`: no point kept the rule).
+    pub op: Option<usize>,
+    /// α at the operating point.
+    pub alpha: f64,
+    /// Held-out evaluation at the operating point (per set).
+    pub heldout: BTreeMap<String, Eval>,
+    /// Mean KL(base ‖ steered) on the kept rule's held-out data (nats).
+    pub kl_keep: f64,
+    /// Extra numbers (e.g. the generalized Rayleigh quotient).
+    pub info: BTreeMap<String, f64>,
+    /// The unit direction of a straight-line method (f32; `None` for walks
+    /// and the random baseline, which is reproducible from its seed).
+    pub direction: Option<Vec<f32>>,
+    /// θ at a walk's operating point (`None` for straight lines).
+    pub theta_op: Option<Vec<f32>>,
+}
+
+/// All methods of one scenario and direction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DirectionRuns {
+    /// `supervised`, `semi_keep_known` or `semi_ablate_known`.
+    pub scenario: String,
+    /// `ablate_digits` or `ablate_patterns`.
+    pub dir: String,
+    /// The rule the operating points used.
+    pub rule: Rule,
+    /// Runs, in method order.
+    pub runs: Vec<MethodRun>,
+    /// Name of the best method (chosen on calibration numbers).
+    pub best: Option<String>,
+    /// θ at the best method's operating point.
+    pub best_theta: Option<Vec<f32>>,
+    /// Relearning curves (method, held-out ablated accuracy at each step).
+    pub relearn: Vec<(String, Vec<f64>)>,
+}
+
+/// Independence statistics of the digits and patterns eigenspaces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Independence {
+    /// ‖U_dᵀU_p‖²_F / k.
+    pub overlap_digits_patterns: f64,
+    /// Its expectation for random subspaces, k/n.
+    pub overlap_random: f64,
+    /// The empirical random-frame baseline.
+    pub random_baseline: RandomBaseline,
+    /// Principal angles between the two spans (radians, ascending).
+    pub principal_angles: Vec<f64>,
+    /// `cross[r][s]`: mean over set r's top eigenvectors u of uᵀH_s u / λ_r(u) (SETS order).
+    pub cross_curvature: Vec<Vec<f64>>,
+    /// Per-vector values of each cross-curvature entry.
+    pub cross_detail: Vec<Vec<CrossCurvature>>,
+    /// Decomposition of each top mixed eigenvector against span(U_d), span(U_p).
+    pub mixed_decomposition: Vec<Decomposition>,
+    /// Eigenvectors per set used.
+    pub k: usize,
+}
+
+/// Output of a `steer_*` stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SteerResult {
+    /// `pretrained` or `mixed_only`.
+    pub model: String,
+    /// Unsteered calibration evaluation (per set).
+    pub base_cal: BTreeMap<String, Eval>,
+    /// Unsteered held-out evaluation (per set).
+    pub base_heldout: BTreeMap<String, Eval>,
+    /// Held-out images per set.
+    pub heldout_size: usize,
+    /// Independence analysis.
+    pub independence: Independence,
+    /// Every scenario and direction.
+    pub directions: Vec<DirectionRuns>,
+}
+
+fn range_set(set: &ImageSet, lo: usize, n: usize, what: &str) -> Result<Dataset> {
+    if lo + n > set.len() {
+        bail!(
+            "steer config: {what} needs test images {lo}..{} but the set has {} (raise data.test_size or lower the split)",
+            lo + n,
+            set.len()
+        );
+    }
+    Ok(Dataset::from_images(&set.subset(&(lo..lo + n).collect::<Vec<_>>())))
+}
+
+fn bar(len: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+struct Ctx<'a> {
+    model: &'a gensplit_models::AnyModel,
+    theta: &'a [f32],
+    cal_eval: BTreeMap<&'static str, Dataset>,
+    cal_full: BTreeMap<&'static str, Dataset>,
+    heldout: BTreeMap<&'static str, Dataset>,
+    cfg: &'a SteerConfig,
+}
+
+impl Ctx<'_> {
+    fn eval_sets(&self) -> Vec<(&str, &Dataset)> {
+        SETS.iter().map(|s| (*s, &self.cal_eval[s])).collect()
+    }
+    fn heldout_sets(&self) -> Vec<(&str, &Dataset)> {
+        SETS.iter().map(|s| (*s, &self.heldout[s])).collect()
+    }
+    /// Finishes a run: operating point, held-out numbers, KL on the keep set.
+    fn finish(
+        &self,
+        method: &str,
+        points: Vec<Point>,
+        thetas: &dyn Fn(usize) -> Result<Vec<f32>>,
+        rule: &Rule,
+        keep_set: &str,
+        info: BTreeMap<String, f64>,
+        direction: Option<Vec<f32>>,
+    ) -> Result<(MethodRun, Vec<f32>)> {
+        let op = sweep::operating_point(&points, rule);
+        let theta = match op {
+            Some(i) => thetas(i)?,
+            None => self.theta.to_vec(),
+        };
+        let heldout = sweep::evaluate_sets(self.model, &theta, &self.heldout_sets())?;
+        let kl_keep = sweep::kl_from(self.model, self.theta, &theta, &self.heldout[keep_set])?;
+        Ok((
+            MethodRun {
+                method: method.to_string(),
+                alpha: op.map_or(0.0, |i| points[i].alpha),
+                points,
+                op,
+                heldout,
+                kl_keep,
+                info,
+                theta_op: if direction.is_none() && op.is_some() {
+                    Some(theta.clone())
+                } else {
+                    None
+                },
+                direction,
+            },
+            theta,
+        ))
+    }
+    fn line(&self, method: &str, d: &[f64], rule: &Rule, keep_set: &str, info: BTreeMap<String, f64>) -> Result<(MethodRun, Vec<f32>)> {
+        let alphas = sweep::symmetric_grid(&self.cfg.alphas)?;
+        let points = sweep::line(self.model, self.theta, d, &alphas, &self.eval_sets())?;
+        let th = self.theta;
+        let keep_dir = !method.starts_with("random_s");
+        let (mut run, theta) = self.finish(
+            method,
+            points.clone(),
+            &|i| Ok(sweep::offset(th, d, points[i].alpha)?),
+            rule,
+            keep_set,
+            info,
+            Some(Vec::new()),
+        )?;
+        run.direction = keep_dir.then(|| d.iter().map(|&x| x as f32).collect());
+        Ok((run, theta))
+    }
+}
+
+fn dir_name(ablate: &str) -> String {
+    format!("ablate_{ablate}")
+}
+
+fn other(set: &str) -> &'static str {
+    if set == "digits" {
+        "patterns"
+    } else {
+        "digits"
+    }
+}
+
+/// Runs the whole steering analysis of one model.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    name: &str,
+    trained: &Trained,
+    hessians: &[&HessianResult],
+    images: &Images,
+    hc: &HessianConfig,
+    cfg: &SteerConfig,
+) -> Result<SteerResult> {
+    let model = &trained.model;
+    let n = model.layout().len();
+    let theta = trained.theta.as_slice();
+    if cfg.heldout_start < hc.subset {
+        bail!(
+            "steer config: heldout_start = {} overlaps the calibration split (the Hessian's first {} test images)",
+            cfg.heldout_start,
+            hc.subset
+        );
+    }
+    if cfg.cal_eval > hc.subset || cfg.cal_eval == 0 {
+        bail!("steer config: cal_eval = {} must be in 1..={}", cfg.cal_eval, hc.subset);
+    }
+    let test: BTreeMap<&str, &ImageSet> = [
+        ("digits", &images.test_digits),
+        ("patterns", &images.test_patterns),
+        ("mixed", &images.test_mixed),
+    ]
+    .into_iter()
+    .collect();
+    let mut cal_full = BTreeMap::new();
+    let mut cal_eval = BTreeMap::new();
+    let mut heldout = BTreeMap::new();
+    for s in SETS {
+        cal_full.insert(s, range_set(test[s], 0, hc.subset, "the calibration split")?);
+        cal_eval.insert(s, range_set(test[s], 0, cfg.cal_eval, "the calibration split")?);
+        heldout.insert(
+            s,
+            range_set(test[s], cfg.heldout_start, cfg.heldout_size, "the held-out split")?,
+        );
+    }
+    let hess: BTreeMap<&str, &HessianResult> = SETS
+        .iter()
+        .map(|s| {
+            hessians
+                .iter()
+                .find(|h| h.set == *s)
+                .map(|h| (*s, *h))
+                .with_context(|| format!("missing upstream artifact: the `{s}` Hessian of {name}"))
+        })
+        .collect::<Result<_>>()?;
+    for s in SETS {
+        if hess[s].samples != hc.subset {
+            bail!("the `{s}` Hessian of {name} used {} samples, expected {}", hess[s].samples, hc.subset);
+        }
+    }
+    let k = cfg.k;
+    let basis = |s: &str, k: usize| -> Result<Basis> {
+        Ok(Basis::top(&hess[s].vectors, k, n, &format!("{name} `{s}` Hessian"))?)
+    };
+    let u: BTreeMap<&str, Basis> = SETS.iter().map(|s| Ok((*s, basis(s, k)?))).collect::<Result<_>>()?;
+    let uvecs: BTreeMap<&str, Vec<Vec<f64>>> = SETS.iter().map(|s| (*s, u[s].vectors())).collect();
+    // The eigenvectors as stored (f32, not re-orthonormalized) for products.
+    let ctx = Ctx {
+        model,
+        theta,
+        cal_eval,
+        cal_full,
+        heldout,
+        cfg,
+    };
+    let base_cal = sweep::evaluate_sets(model, theta, &ctx.eval_sets())?;
+    let base_heldout = sweep::evaluate_sets(model, theta, &ctx.heldout_sets())?;
+    let theta64: Vec<f64> = theta.iter().map(|&t| t as f64).collect();
+
+    // --- cross products H_s U_r (r ≠ s), the shared input of the
+    // cross-curvature matrix and the generalized eigenproblems.
+    let pb = bar(6 * k, &format!("steer {name} H·U"));
+    let mut cross_prod: BTreeMap<(&str, &str), Vec<Vec<f64>>> = BTreeMap::new();
+    let mut grads: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for s in SETS {
+        let op = HessianOperator::<_, f64>::new(model, theta64.clone(), &ctx.cal_full[s], hc.batch_size, Curvature::Hessian)
+            .with_context(|| format!("Hessian operator on calibration `{s}`"))?;
+        grads.insert(s, op.loss_grad()?.1);
+        for r in SETS {
+            if r == s {
+                continue;
+            }
+            let mut out = Vec::with_capacity(k);
+            for (i, x) in uvecs[r].iter().enumerate() {
+                out.push(products(&op, std::slice::from_ref(x)).with_context(|| format!("H_{s} u_{r},{i}"))?.remove(0));
+                pb.inc(1);
+            }
+            cross_prod.insert((r, s), out);
+        }
+    }
+    pb.finish_and_clear();
+    // H_r U_r = U_r Λ_r (eigenpairs, residual ≤ tol): no products needed.
+    let own = |r: &str| -> Vec<Vec<f64>> {
+        uvecs[r]
+            .iter()
+            .zip(&hess[r].values)
+            .map(|(v, l)| v.iter().map(|x| x * l).collect())
+            .collect()
+    };
+    let prod = |r: &str, s: &str| -> Vec<Vec<f64>> {
+        if r == s {
+            own(r)
+        } else {
+            cross_prod[&(r, s)].clone()
+        }
+    };
+
+    // --- independence
+    let mut cross = vec![vec![0.0; 3]; 3];
+    let mut cross_detail = vec![Vec::new(); 3];
+    for (i, r) in SETS.iter().enumerate() {
+        for (j, s) in SETS.iter().enumerate() {
+            let c = independence::cross_curvature(&uvecs[r], &hess[r].values[..k], &prod(r, s))?;
+            cross[i][j] = c.mean;
+            cross_detail[i].push(c);
+        }
+    }
+    let mixed_decomposition = uvecs["mixed"]
+        .iter()
+        .map(|v| independence::decompose(v, &u["digits"], &u["patterns"]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let independence = Independence {
+        overlap_digits_patterns: independence::overlap(&u["digits"], &u["patterns"])?,
+        overlap_random: independence::expected_random_overlap(n, k, k),
+        random_baseline: independence::random_baseline(n, k, k, cfg.random_trials, 0x1d)?,
+        principal_angles: independence::principal_angles(&u["digits"], &u["patterns"])?,
+        cross_curvature: cross,
+        cross_detail,
+        mixed_decomposition,
+        k,
+    };
+    tracing::info!(
+        model = name,
+        overlap = independence.overlap_digits_patterns,
+        random = independence.overlap_random,
+        "digits/patterns top-{k} eigenspace overlap"
+    );
+
+    let mut directions = Vec::new();
+    // --- supervised
+    for ablate in ["digits", "patterns"] {
+        let keep = other(ablate);
+        let rule = Rule {
+            objective: Objective::MinAcc(ablate.into()),
+            keep: keep.into(),
+            base_keep_acc: base_cal[keep].acc,
+            max_drop: cfg.max_keep_drop,
+        };
+        let label = format!("steer {name} -{ablate}");
+        let mut runs = Vec::new();
+        let mut thetas = Vec::new();
+        let mut push = |r: (MethodRun, Vec<f32>)| {
+            tracing::debug!(method = r.0.method, alpha = r.0.alpha, "operating point");
+            runs.push(r.0);
+            thetas.push(r.1);
+        };
+        let ua1 = &uvecs[ablate][0];
+        push(ctx.line("unprojected", &direction::unprojected(ua1)?, &rule, keep, BTreeMap::new())?);
+        for &ks in &cfg.seed_ks {
+            let b = basis(keep, ks)?;
+            push(ctx.line(&format!("seed_k{ks}"), &direction::seed(ua1, &b)?, &rule, keep, BTreeMap::new())?);
+        }
+        let span: Vec<Vec<f64>> = [uvecs[ablate].clone(), uvecs[keep].clone()].concat();
+        let ha = [prod(ablate, ablate), prod(keep, ablate)].concat();
+        let hk = [prod(ablate, keep), prod(keep, keep)].concat();
+        let g = direction::generalized(&span, &ha, &hk, cfg.mu)?;
+        let info: BTreeMap<String, f64> = [
+            ("ratio".to_string(), g.ratio),
+            ("ablate_curvature".to_string(), g.ablate_curvature),
+            ("keep_curvature".to_string(), g.keep_curvature),
+        ]
+        .into_iter()
+        .collect();
+        push(ctx.line("gen_eig", &g.direction, &rule, keep, info)?);
+        push(ctx.line(
+            "proj_grad",
+            &direction::projected_gradient(&grads[ablate], &u[keep])?,
+            &rule,
+            keep,
+            BTreeMap::new(),
+        )?);
+        // random baseline: one run per seed, plus their mean as `random`
+        let mut rand_runs = Vec::new();
+        for &seed in &cfg.random_seeds {
+            let d = direction::random_in_complement(&u[keep], seed)?;
+            rand_runs.push(ctx.line(&format!("random_s{seed}"), &d, &rule, keep, BTreeMap::new())?);
+        }
+        // curvature-guarded ascent
+        let keep_data = ctx.cal_full[keep].gather(&(0..cfg.ascent_keep_subset.min(hc.subset)).collect::<Vec<_>>());
+        let keep_op = HessianOperator::<_, f64>::new(model, theta64.clone(), &keep_data, hc.batch_size, Curvature::Hessian)?;
+        let pb = bar(cfg.ascent.steps, &label);
+        let (pts, ths) = walk::curvature_ascent(
+            model,
+            theta,
+            &ctx.cal_eval[ablate],
+            &keep_op,
+            Some(&u[keep]),
+            &cfg.ascent,
+            &ctx.eval_sets(),
+            &mut |t| pb.set_position(t as u64),
+        )?;
+        pb.finish_and_clear();
+        push(ctx.finish("curv_ascent", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?);
+        let (pts, ths) = walk::unlearn(
+            model,
+            theta,
+            &ctx.cal_full[ablate],
+            &ctx.cal_full[keep],
+            &cfg.unlearn,
+            &ctx.eval_sets(),
+        )?;
+        push(ctx.finish("unlearn", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?);
+        // best: lowest calibration ablated accuracy at the operating point
+        let best = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.op.is_some())
+            .min_by(|a, b| {
+                let (x, y) = (a.1.points[a.1.op.unwrap_or(0)].acc(ablate), b.1.points[b.1.op.unwrap_or(0)].acc(ablate));
+                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|(i, _)| i);
+        // relearning from the operating points
+        let sample = ctx.cal_full[ablate].gather(&(0..cfg.relearn_samples.min(hc.subset)).collect::<Vec<_>>());
+        let mut relearn = Vec::new();
+        for (r, th) in runs.iter().zip(&thetas) {
+            if ["seed_k50", "seed_k20", "gen_eig", "curv_ascent", "unlearn"].contains(&r.method.as_str()) && r.op.is_some() {
+                let acc = walk::relearn(model, th, &sample, &ctx.heldout[ablate], &cfg.relearn)?;
+                relearn.push((r.method.clone(), acc));
+            }
+        }
+        let best_name = best.map(|i| runs[i].method.clone());
+        let best_theta = best.map(|i| thetas[i].clone());
+        let mut all = runs;
+        all.extend(rand_runs.into_iter().map(|r| r.0));
+        tracing::info!(
+            model = name,
+            dir = dir_name(ablate),
+            best = ?best_name,
+            "supervised steering done"
+        );
+        directions.push(DirectionRuns {
+            scenario: "supervised".into(),
+            dir: dir_name(ablate),
+            rule,
+            runs: all,
+            best: best_name,
+            best_theta,
+            relearn,
+        });
+    }
+
+    // --- semi-supervised
+    for ablate in ["digits", "patterns"] {
+        let keep = other(ablate);
+        // keep-known: the keep rule's pure data is known; the rule to break
+        // is unknown. Break the MIXED loss's curvature that the keep rule
+        // does not have; choose the point with the highest mixed loss that
+        // keeps the known rule.
+        // ablate-known: the rule to break is known, nothing of the rule to
+        // keep; the mixed data stands in for it (both rules explain it, so
+        // breaking one module leaves mixed accuracy nearly intact).
+        for (scenario, brk, guard, rule) in [
+            (
+                "semi_keep_known",
+                "mixed",
+                keep,
+                Rule {
+                    objective: Objective::MaxLoss("mixed".into()),
+                    keep: keep.into(),
+                    base_keep_acc: base_cal[keep].acc,
+                    max_drop: cfg.max_keep_drop,
+                },
+            ),
+            (
+                "semi_ablate_known",
+                ablate,
+                "mixed",
+                Rule {
+                    objective: Objective::MinAcc(ablate.into()),
+                    keep: "mixed".into(),
+                    base_keep_acc: base_cal["mixed"].acc,
+                    max_drop: cfg.max_keep_drop,
+                },
+            ),
+        ] {
+            let mut runs = Vec::new();
+            let mut thetas = Vec::new();
+            let span: Vec<Vec<f64>> = [uvecs[brk].clone(), uvecs[guard].clone()].concat();
+            let ha = [prod(brk, brk), prod(guard, brk)].concat();
+            let hk = [prod(brk, guard), prod(guard, guard)].concat();
+            let g = direction::generalized(&span, &ha, &hk, cfg.mu)?;
+            let info: BTreeMap<String, f64> = [("ratio".to_string(), g.ratio)].into_iter().collect();
+            let (r, t) = ctx.line("gen_eig", &g.direction, &rule, keep, info)?;
+            runs.push(r);
+            thetas.push(t);
+            let guard_data =
+                ctx.cal_full[guard].gather(&(0..cfg.ascent_keep_subset.min(hc.subset)).collect::<Vec<_>>());
+            let guard_op =
+                HessianOperator::<_, f64>::new(model, theta64.clone(), &guard_data, hc.batch_size, Curvature::Hessian)?;
+            let pb = bar(cfg.ascent.steps, &format!("{scenario} -{ablate}"));
+            let (pts, ths) = walk::curvature_ascent(
+                model,
+                theta,
+                &ctx.cal_eval[brk],
+                &guard_op,
+                Some(&u[guard]),
+                &cfg.ascent,
+                &ctx.eval_sets(),
+                &mut |t| pb.set_position(t as u64),
+            )?;
+            pb.finish_and_clear();
+            let (r, t) = ctx.finish("curv_ascent", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?;
+            runs.push(r);
+            thetas.push(t);
+            // best by the rule's own (calibration, known-data) objective
+            let score = |r: &MethodRun| match (&rule.objective, r.op) {
+                (_, None) => f64::NEG_INFINITY,
+                (Objective::MinAcc(s), Some(i)) => -r.points[i].acc(s),
+                (Objective::MaxLoss(s), Some(i)) => r.points[i].loss(s),
+            };
+            let best = (0..runs.len())
+                .filter(|&i| runs[i].op.is_some())
+                .max_by(|&a, &b| score(&runs[a]).partial_cmp(&score(&runs[b])).unwrap_or(std::cmp::Ordering::Equal));
+            directions.push(DirectionRuns {
+                scenario: scenario.into(),
+                dir: dir_name(ablate),
+                rule,
+                best: best.map(|i| runs[i].method.clone()),
+                best_theta: best.map(|i| thetas[i].clone()),
+                runs,
+                relearn: Vec::new(),
+            });
+        }
+    }
+    Ok(SteerResult {
+        model: name.to_string(),
+        base_cal,
+        base_heldout,
+        heldout_size: cfg.heldout_size,
+        independence,
+        directions,
+    })
+}
+
+/// A request for one steered model (`cargo xtask steer`).
+#[derive(Clone, Debug)]
+pub struct SteerRequest {
+    /// `pretrained` or `mixed_only`.
+    pub model: String,
+    /// `supervised`, `semi_keep_known` or `semi_ablate_known`.
+    pub scenario: String,
+    /// The rule to break: `digits` or `patterns`.
+    pub ablate: String,
+    /// Method name (as in the report).
+    pub method: String,
+    /// Step along a straight-line method's direction; `None` = its
+    /// operating point. Walks only have their operating point.
+    pub alpha: Option<f64>,
+}
+
+/// The steered θ a request asks for, with its α, after validating the
+/// request against the computed runs.
+pub fn steered_theta(res: &SteerResult, base: &[f32], cfg: &SteerConfig, req: &SteerRequest) -> Result<(Vec<f32>, f64)> {
+    let dir = dir_name(&req.ablate);
+    if !["digits", "patterns"].contains(&req.ablate.as_str()) {
+        bail!("--ablate must be `digits` or `patterns`, got `{}`", req.ablate);
+    }
+    let runs = res
+        .directions
+        .iter()
+        .find(|d| d.scenario == req.scenario && d.dir == dir)
+        .with_context(|| {
+            format!(
+                "no `{}` runs for {dir} (scenarios: supervised, semi_keep_known, semi_ablate_known)",
+                req.scenario
+            )
+        })?;
+    let known: Vec<&str> = runs.runs.iter().map(|r| r.method.as_str()).collect();
+    let run = runs
+        .runs
+        .iter()
+        .find(|r| r.method == req.method)
+        .with_context(|| format!("unknown method `{}` for {} {dir}; known: {}", req.method, req.scenario, known.join(", ")))?;
+    if run.method.starts_with("random_s") {
+        let seed: u64 = run.method["random_s".len()..].parse().context("random seed in the method name")?;
+        let keep = other(&req.ablate);
+        bail!(
+            "`{}` is a baseline; take a real method (its direction is P⊥ of a seed-{seed} Gaussian against the `{keep}` eigenspace, not stored)",
+            run.method
+        );
+    }
+    match (&run.direction, &run.theta_op, req.alpha) {
+        (Some(d), _, alpha) => {
+            let a = alpha.unwrap_or(run.alpha);
+            let max = cfg.alphas.iter().cloned().fold(0.0f64, f64::max);
+            if !a.is_finite() || a.abs() > max {
+                bail!("--alpha {a} is out of range: `{}` was swept over [-{max}, {max}]", run.method);
+            }
+            let d64: Vec<f64> = d.iter().map(|&x| x as f64).collect();
+            Ok((sweep::offset(base, &d64, a)?, a))
+        }
+        (None, Some(th), None) => Ok((th.clone(), run.alpha)),
+        (None, Some(_), Some(a)) => bail!(
+            "`{}` is a walk (a curved path); only its operating point (distance {:.3}) is stored: omit --alpha (got {a})",
+            run.method,
+            run.alpha
+        ),
+        (None, None, _) => bail!(
+            "`{}` found no operating point that kept the rule within {:.0} points; nothing to write",
+            run.method,
+            100.0 * cfg.max_keep_drop
+        ),
+    }
+}
