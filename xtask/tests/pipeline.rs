@@ -43,7 +43,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     xtask::reproduce(&cfg, &b, false, &mnist()).unwrap();
     // same config and seeds -> bit-identical artifacts
     let (fa, fb) = (artifacts(&a), artifacts(&b));
-    assert_eq!(fa.len(), 8); // data, 3 training, 4 Hessian stages
+    assert_eq!(fa.len(), 13); // data, 3 training, 7 Hessian, 2 steering stages
     assert_eq!(fa, fb);
 
     // second run in the same directory: every stage is a cache hit
@@ -73,7 +73,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     let runs = xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
     let recomputed: Vec<&str> = runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect();
     assert_eq!(recomputed, ["train_modadd", "hessian_modadd"]);
-    assert_eq!(artifacts(&a).len(), 10);
+    assert_eq!(artifacts(&a).len(), 15);
 
     // summary.json has the documented schema
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("report/summary.json")).unwrap()).unwrap();
@@ -99,11 +99,44 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         assert!(h["max_rel_residual"].as_f64().is_some() && h["matvecs"].as_u64().is_some());
         assert!(h["seconds"].as_f64().is_some(), "hessian.{set}.seconds");
     }
+    // steering and independence keys (issue 8's schema)
+    for m in ["pretrained", "mixed_only"] {
+        let st = &s["steering"][m];
+        for set in ["digits", "patterns", "mixed"] {
+            let v = st["base_acc"][set].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&v), "steering.{m}.base_acc.{set}");
+        }
+        for dir in ["ablate_digits", "ablate_patterns"] {
+            let sup = &st["supervised"][dir];
+            for method in ["unprojected", "seed_k2", "gen_eig", "proj_grad", "random", "curv_ascent", "unlearn"] {
+                let r = &sup["methods"][method];
+                assert!(r["alpha"].as_f64().is_some(), "{m} {dir} {method}: {r}");
+                assert!(r["kl_keep"].as_f64().is_some(), "{m} {dir} {method}.kl_keep");
+                for set in ["digits", "patterns", "mixed"] {
+                    assert!(r["acc"][set].as_f64().is_some(), "{m} {dir} {method}.acc.{set}");
+                }
+            }
+            assert!(sup["best"]["method"].as_str().is_some(), "{m} {dir} best");
+            for scen in ["semi_keep_known", "semi_ablate_known"] {
+                assert!(st[scen][dir]["best"]["method"].as_str().is_some(), "{m} {scen} {dir}");
+            }
+            assert!(st["relearn"][dir].as_object().is_some(), "{m} relearn {dir}");
+        }
+        let ind = &s["independence"][m];
+        for key in ["overlap_digits_patterns", "overlap_random"] {
+            assert!(ind[key].as_f64().is_some(), "independence.{m}.{key}");
+        }
+        assert!(ind["cross_curvature"]["matrix"].as_array().map(|a| a.len()) == Some(3));
+        assert!(ind["mixed_decomposition"].as_array().map(|a| a.len()) == Some(2));
+    }
     for f in [
         "report.md",
         "figures/samples.png",
         "figures/curves_cnn_pretrained.svg",
         "figures/modadd_fourier.svg",
+        "figures/steer_pretrained_ablate_patterns.svg",
+        "figures/steer_pretrained_decomposition.svg",
+        "figures/steer_pretrained_cross_curvature.svg",
     ] {
         assert!(a.join("report").join(f).exists(), "{f}");
     }
@@ -126,8 +159,57 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         let item = if arr["dtype"] == "<f4" { 4 } else { 8 };
         assert_eq!(bytes.len() as u64, 10 + hlen as u64 + n * item, "{}", arr["file"]);
     }
+
+    // `cargo xtask steer`: a steered model, and clear errors on bad requests
+    let req = |method: &str, alpha: Option<f64>| xtask::steer::SteerRequest {
+        model: "pretrained".into(),
+        scenario: "supervised".into(),
+        ablate: "patterns".into(),
+        method: method.into(),
+        alpha,
+    };
+    let dir = xtask::steer(&cfg, &b, false, &mnist(), &req("gen_eig", Some(0.5))).unwrap();
+    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["method"], "gen_eig");
+    assert!(idx["heldout_acc"]["patterns"]["steered"].as_f64().is_some());
+    assert!(dir.join("theta.npy").exists());
+    let err = |r: xtask::steer::SteerRequest| format!("{:#}", xtask::steer(&cfg, &b, false, &mnist(), &r).unwrap_err());
+    let e = err(req("no_such_method", None));
+    assert!(e.contains("unknown method `no_such_method`") && e.contains("gen_eig"), "{e}");
+    let e = err(req("gen_eig", Some(1e6)));
+    assert!(e.contains("out of range"), "{e}");
+    let e = err(req("curv_ascent", Some(1.0)));
+    assert!(e.contains("omit --alpha") || e.contains("no operating point"), "{e}");
+    let e = err(xtask::steer::SteerRequest {
+        ablate: "colour".into(),
+        ..req("gen_eig", None)
+    });
+    assert!(e.contains("--ablate"), "{e}");
+    // nothing half-written: only complete steered directories exist
+    for entry in std::fs::read_dir(b.join("steered")).unwrap() {
+        let p = entry.unwrap().path();
+        assert!(p.join("index.json").exists(), "{}", p.display());
+    }
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn steering_asks_for_no_more_eigenpairs_than_computed() {
+    let mut cfg = ReproConfig::tiny();
+    cfg.steer.k = 3; // the tiny Hessians compute 2
+    let out = tmp("k");
+    let err = xtask::reproduce(&cfg, &out, false, &mnist()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("3 eigenvectors requested but only 2"), "{msg}");
+    // the failed stage left no artifact behind
+    let names: Vec<String> = std::fs::read_dir(out.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("steer_")), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

@@ -149,7 +149,8 @@ pub fn operating_point(points: &[Point], rule: &Rule) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, p) in points.iter().enumerate() {
         let k = p.acc(&rule.keep);
-        if !(k >= rule.base_keep_acc - rule.max_drop - 1e-12) || !score(p).is_finite() {
+        let kept = k >= rule.base_keep_acc - rule.max_drop - 1e-12;
+        if !kept || !score(p).is_finite() {
             continue;
         }
         best = match best {

@@ -110,6 +110,7 @@ fn check_theta(theta: &[f32], n: usize) -> Result<(), SteerError> {
 /// eigenvectors to project out (`None`: none). Returns the evaluated points
 /// (α = ‖δ‖) and the parameters at each of them; `on_step(t)` is called
 /// after every iteration (progress).
+#[allow(clippy::too_many_arguments)]
 pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
     model: &M,
     theta: &[f32],
