@@ -4,10 +4,10 @@
 
 use crate::hessian::HessianConfig;
 use crate::steer::SteerConfig;
-use gensplit_steer::walk::{AscentParams, RelearnParams, UnlearnParams};
 use gensplit_data::modular::ModAddConfig;
 use gensplit_data::patterns::PatternConfig;
 use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, Schedule, TrainConfig};
+use gensplit_steer::walk::{AscentParams, RelearnParams, UnlearnParams};
 use serde::{Deserialize, Serialize};
 
 /// Which images a training phase uses.

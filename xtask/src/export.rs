@@ -254,7 +254,13 @@ pub fn write_steered(
         dir: &tmp,
         index: Vec::new(),
     };
-    w.put("theta.npy", theta, &[theta.len()], "parameter (flat order)", "steered parameters")?;
+    w.put(
+        "theta.npy",
+        theta,
+        &[theta.len()],
+        "parameter (flat order)",
+        "steered parameters",
+    )?;
     let layout = trained.model.layout();
     for b in layout.blocks() {
         w.put(
@@ -291,9 +297,13 @@ pub fn write_steered(
         "heldout_images": format!("test images {}..{}", sc.heldout_start, sc.heldout_start + sc.heldout_size),
         "arrays": w.index,
     });
-    write_atomic(&tmp.join("index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
+    write_atomic(
+        &tmp.join("index.json"),
+        serde_json::to_string_pretty(&index)?.as_bytes(),
+    )?;
     let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
     Ok(final_dir)
 }
 

@@ -11,6 +11,7 @@ pub mod hessian;
 pub mod report;
 pub mod stages;
 pub mod steer;
+pub mod steer_report;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ pub fn reproduce(
     let t0 = Instant::now();
     let (outputs, runs) = run_stages(cfg, out, force, digits)?;
     let report_dir = out.join("report");
-    report::write(&report_dir, &outputs, cfg.quick, &runs, t0.elapsed().as_secs_f64())
+    report::write(&report_dir, &outputs, cfg, &runs, t0.elapsed().as_secs_f64())
         .with_context(|| format!("writing the report to {}", report_dir.display()))?;
     tracing::info!(
         "report written to {} in {:.1} s",

@@ -25,7 +25,8 @@ fn acc_obj(t: &Trained) -> serde_json::Value {
 }
 
 /// The summary as JSON.
-pub fn summary(out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> serde_json::Value {
+pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun], total_s: f64) -> serde_json::Value {
+    let quick = cfg.quick;
     let mut timings = serde_json::Map::new();
     let mut stages = serde_json::Map::new();
     for r in runs {
@@ -54,8 +55,29 @@ pub fn summary(out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> s
             }),
         );
     }
+    for h in &out.hessian_mixed_only {
+        hessian.insert(
+            format!("mixed_only_{}", h.set),
+            json!({
+                "top_eigenvalues": h.values,
+                "max_rel_residual": h.max_rel_residual(),
+                "matvecs": h.matvecs,
+                "seconds": compute(&format!("hessian_mixed_only_{}", h.set)),
+                "stop": h.stop,
+                "samples": h.samples,
+                "loss": h.loss,
+                "slq_matvecs": h.slq_matvecs,
+            }),
+        );
+    }
+    let (steering, independence) = crate::steer_report::summary(
+        &[&out.steer_pretrained, &out.steer_mixed_only],
+        &cfg.steer.relearn.record_at,
+    );
     json!({
         "config": {"quick": quick},
+        "steering": steering,
+        "independence": independence,
         "cnn_mixed_only": {"acc": acc_obj(&out.cnn_mixed_only), "train_seconds": compute("train_cnn_mixed_only")},
         "cnn_pretrained": {"acc": acc_obj(&out.cnn_pretrained), "train_seconds": compute("train_cnn_pretrained")},
         "modadd": {
@@ -320,7 +342,14 @@ pub fn density_svg(path: &Path, out: &Outputs) -> Result<()> {
 }
 
 /// Writes `report/` (report.md, figures, summary.json).
-pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s: f64) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    out: &Outputs,
+    cfg: &crate::config::ReproConfig,
+    runs: &[StageRun],
+    total_s: f64,
+) -> Result<()> {
+    let quick = cfg.quick;
     let fig = dir.join("figures");
     std::fs::create_dir_all(&fig).with_context(|| format!("creating {}", fig.display()))?;
     samples_png(&fig.join("samples.png"), &out.data.samples)?;
@@ -343,7 +372,11 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
     spectra_svg(&fig.join("hessian_spectra.svg"), out)?;
     density_svg(&fig.join("hessian_density.svg"), out)?;
 
-    let s = summary(out, quick, runs, total_s);
+    let mut steer_figs = Vec::new();
+    for r in [&out.steer_pretrained, &out.steer_mixed_only] {
+        steer_figs.push((r.model.clone(), crate::steer_report::figures(&fig, r)?));
+    }
+    let s = summary(out, cfg, runs, total_s);
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
 
     let mut md = String::new();
@@ -438,6 +471,12 @@ pub fn write(dir: &Path, out: &Outputs, quick: bool, runs: &[StageRun], total_s:
     writeln!(
         md,
         "\n![spectra](figures/hessian_spectra.svg)\n\n![density](figures/hessian_density.svg)\n"
+    )?;
+    crate::steer_report::markdown(
+        &mut md,
+        &[&out.steer_pretrained, &out.steer_mixed_only],
+        &steer_figs,
+        &cfg.steer.relearn.record_at,
     )?;
     writeln!(
         md,

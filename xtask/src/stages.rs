@@ -475,7 +475,13 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     let mut steered = Vec::new();
     for (model_name, model_key, trained, hs, keys) in [
         ("pretrained", pre_key, &cnn_pretrained, &hessian, &hkeys),
-        ("mixed_only", mixed_only_key, &cnn_mixed_only, &hessian_mixed_only, &hkeys_mixed_only),
+        (
+            "mixed_only",
+            mixed_only_key,
+            &cnn_mixed_only,
+            &hessian_mixed_only,
+            &hkeys_mixed_only,
+        ),
     ] {
         let inputs: Vec<Key> = [model_key, data_key].into_iter().chain(keys.iter().copied()).collect();
         let (_, r) = ctx.stage(

@@ -187,6 +187,7 @@ impl Ctx<'_> {
         SETS.iter().map(|s| (*s, &self.heldout[s])).collect()
     }
     /// Finishes a run: operating point, held-out numbers, KL on the keep set.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         method: &str,
@@ -223,7 +224,14 @@ impl Ctx<'_> {
             theta,
         ))
     }
-    fn line(&self, method: &str, d: &[f64], rule: &Rule, keep_set: &str, info: BTreeMap<String, f64>) -> Result<(MethodRun, Vec<f32>)> {
+    fn line(
+        &self,
+        method: &str,
+        d: &[f64],
+        rule: &Rule,
+        keep_set: &str,
+        info: BTreeMap<String, f64>,
+    ) -> Result<(MethodRun, Vec<f32>)> {
         let alphas = sweep::symmetric_grid(&self.cfg.alphas)?;
         let points = sweep::line(self.model, self.theta, d, &alphas, &self.eval_sets())?;
         let th = self.theta;
@@ -255,7 +263,6 @@ fn other(set: &str) -> &'static str {
 }
 
 /// Runs the whole steering analysis of one model.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     name: &str,
     trained: &Trained,
@@ -307,7 +314,11 @@ pub fn run(
         .collect::<Result<_>>()?;
     for s in SETS {
         if hess[s].samples != hc.subset {
-            bail!("the `{s}` Hessian of {name} used {} samples, expected {}", hess[s].samples, hc.subset);
+            bail!(
+                "the `{s}` Hessian of {name} used {} samples, expected {}",
+                hess[s].samples,
+                hc.subset
+            );
         }
     }
     let k = cfg.k;
@@ -335,8 +346,14 @@ pub fn run(
     let mut cross_prod: BTreeMap<(&str, &str), Vec<Vec<f64>>> = BTreeMap::new();
     let mut grads: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for s in SETS {
-        let op = HessianOperator::<_, f64>::new(model, theta64.clone(), &ctx.cal_full[s], hc.batch_size, Curvature::Hessian)
-            .with_context(|| format!("Hessian operator on calibration `{s}`"))?;
+        let op = HessianOperator::<_, f64>::new(
+            model,
+            theta64.clone(),
+            &ctx.cal_full[s],
+            hc.batch_size,
+            Curvature::Hessian,
+        )
+        .with_context(|| format!("Hessian operator on calibration `{s}`"))?;
         grads.insert(s, op.loss_grad()?.1);
         for r in SETS {
             if r == s {
@@ -344,7 +361,11 @@ pub fn run(
             }
             let mut out = Vec::with_capacity(k);
             for (i, x) in uvecs[r].iter().enumerate() {
-                out.push(products(&op, std::slice::from_ref(x)).with_context(|| format!("H_{s} u_{r},{i}"))?.remove(0));
+                out.push(
+                    products(&op, std::slice::from_ref(x))
+                        .with_context(|| format!("H_{s} u_{r},{i}"))?
+                        .remove(0),
+                );
                 pb.inc(1);
             }
             cross_prod.insert((r, s), out);
@@ -417,10 +438,22 @@ pub fn run(
             thetas.push(r.1);
         };
         let ua1 = &uvecs[ablate][0];
-        push(ctx.line("unprojected", &direction::unprojected(ua1)?, &rule, keep, BTreeMap::new())?);
+        push(ctx.line(
+            "unprojected",
+            &direction::unprojected(ua1)?,
+            &rule,
+            keep,
+            BTreeMap::new(),
+        )?);
         for &ks in &cfg.seed_ks {
             let b = basis(keep, ks)?;
-            push(ctx.line(&format!("seed_k{ks}"), &direction::seed(ua1, &b)?, &rule, keep, BTreeMap::new())?);
+            push(ctx.line(
+                &format!("seed_k{ks}"),
+                &direction::seed(ua1, &b)?,
+                &rule,
+                keep,
+                BTreeMap::new(),
+            )?);
         }
         let span: Vec<Vec<f64>> = [uvecs[ablate].clone(), uvecs[keep].clone()].concat();
         let ha = [prod(ablate, ablate), prod(keep, ablate)].concat();
@@ -449,7 +482,8 @@ pub fn run(
         }
         // curvature-guarded ascent
         let keep_data = ctx.cal_full[keep].gather(&(0..cfg.ascent_keep_subset.min(hc.subset)).collect::<Vec<_>>());
-        let keep_op = HessianOperator::<_, f64>::new(model, theta64.clone(), &keep_data, hc.batch_size, Curvature::Hessian)?;
+        let keep_op =
+            HessianOperator::<_, f64>::new(model, theta64.clone(), &keep_data, hc.batch_size, Curvature::Hessian)?;
         let pb = bar(cfg.ascent.steps, &label);
         let (pts, ths) = walk::curvature_ascent(
             model,
@@ -462,7 +496,15 @@ pub fn run(
             &mut |t| pb.set_position(t as u64),
         )?;
         pb.finish_and_clear();
-        push(ctx.finish("curv_ascent", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?);
+        push(ctx.finish(
+            "curv_ascent",
+            pts,
+            &|i| Ok(ths[i].clone()),
+            &rule,
+            keep,
+            BTreeMap::new(),
+            None,
+        )?);
         let (pts, ths) = walk::unlearn(
             model,
             theta,
@@ -471,14 +513,25 @@ pub fn run(
             &cfg.unlearn,
             &ctx.eval_sets(),
         )?;
-        push(ctx.finish("unlearn", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?);
+        push(ctx.finish(
+            "unlearn",
+            pts,
+            &|i| Ok(ths[i].clone()),
+            &rule,
+            keep,
+            BTreeMap::new(),
+            None,
+        )?);
         // best: lowest calibration ablated accuracy at the operating point
         let best = runs
             .iter()
             .enumerate()
             .filter(|(_, r)| r.op.is_some())
             .min_by(|a, b| {
-                let (x, y) = (a.1.points[a.1.op.unwrap_or(0)].acc(ablate), b.1.points[b.1.op.unwrap_or(0)].acc(ablate));
+                let (x, y) = (
+                    a.1.points[a.1.op.unwrap_or(0)].acc(ablate),
+                    b.1.points[b.1.op.unwrap_or(0)].acc(ablate),
+                );
                 x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
             })
             .map(|(i, _)| i);
@@ -486,7 +539,9 @@ pub fn run(
         let sample = ctx.cal_full[ablate].gather(&(0..cfg.relearn_samples.min(hc.subset)).collect::<Vec<_>>());
         let mut relearn = Vec::new();
         for (r, th) in runs.iter().zip(&thetas) {
-            if ["seed_k50", "seed_k20", "gen_eig", "curv_ascent", "unlearn"].contains(&r.method.as_str()) && r.op.is_some() {
+            if ["seed_k50", "seed_k20", "gen_eig", "curv_ascent", "unlearn"].contains(&r.method.as_str())
+                && r.op.is_some()
+            {
                 let acc = walk::relearn(model, th, &sample, &ctx.heldout[ablate], &cfg.relearn)?;
                 relearn.push((r.method.clone(), acc));
             }
@@ -572,7 +627,15 @@ pub fn run(
                 &mut |t| pb.set_position(t as u64),
             )?;
             pb.finish_and_clear();
-            let (r, t) = ctx.finish("curv_ascent", pts, &|i| Ok(ths[i].clone()), &rule, keep, BTreeMap::new(), None)?;
+            let (r, t) = ctx.finish(
+                "curv_ascent",
+                pts,
+                &|i| Ok(ths[i].clone()),
+                &rule,
+                keep,
+                BTreeMap::new(),
+                None,
+            )?;
             runs.push(r);
             thetas.push(t);
             // best by the rule's own (calibration, known-data) objective
@@ -581,9 +644,11 @@ pub fn run(
                 (Objective::MinAcc(s), Some(i)) => -r.points[i].acc(s),
                 (Objective::MaxLoss(s), Some(i)) => r.points[i].loss(s),
             };
-            let best = (0..runs.len())
-                .filter(|&i| runs[i].op.is_some())
-                .max_by(|&a, &b| score(&runs[a]).partial_cmp(&score(&runs[b])).unwrap_or(std::cmp::Ordering::Equal));
+            let best = (0..runs.len()).filter(|&i| runs[i].op.is_some()).max_by(|&a, &b| {
+                score(&runs[a])
+                    .partial_cmp(&score(&runs[b]))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             directions.push(DirectionRuns {
                 scenario: scenario.into(),
                 dir: dir_name(ablate),
@@ -623,7 +688,12 @@ pub struct SteerRequest {
 
 /// The steered θ a request asks for, with its α, after validating the
 /// request against the computed runs.
-pub fn steered_theta(res: &SteerResult, base: &[f32], cfg: &SteerConfig, req: &SteerRequest) -> Result<(Vec<f32>, f64)> {
+pub fn steered_theta(
+    res: &SteerResult,
+    base: &[f32],
+    cfg: &SteerConfig,
+    req: &SteerRequest,
+) -> Result<(Vec<f32>, f64)> {
     let dir = dir_name(&req.ablate);
     if !["digits", "patterns"].contains(&req.ablate.as_str()) {
         bail!("--ablate must be `digits` or `patterns`, got `{}`", req.ablate);
@@ -639,13 +709,18 @@ pub fn steered_theta(res: &SteerResult, base: &[f32], cfg: &SteerConfig, req: &S
             )
         })?;
     let known: Vec<&str> = runs.runs.iter().map(|r| r.method.as_str()).collect();
-    let run = runs
-        .runs
-        .iter()
-        .find(|r| r.method == req.method)
-        .with_context(|| format!("unknown method `{}` for {} {dir}; known: {}", req.method, req.scenario, known.join(", ")))?;
+    let run = runs.runs.iter().find(|r| r.method == req.method).with_context(|| {
+        format!(
+            "unknown method `{}` for {} {dir}; known: {}",
+            req.method,
+            req.scenario,
+            known.join(", ")
+        )
+    })?;
     if run.method.starts_with("random_s") {
-        let seed: u64 = run.method["random_s".len()..].parse().context("random seed in the method name")?;
+        let seed: u64 = run.method["random_s".len()..]
+            .parse()
+            .context("random seed in the method name")?;
         let keep = other(&req.ablate);
         bail!(
             "`{}` is a baseline; take a real method (its direction is P⊥ of a seed-{seed} Gaussian against the `{keep}` eigenspace, not stored)",

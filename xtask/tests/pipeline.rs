@@ -108,7 +108,15 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         }
         for dir in ["ablate_digits", "ablate_patterns"] {
             let sup = &st["supervised"][dir];
-            for method in ["unprojected", "seed_k2", "gen_eig", "proj_grad", "random", "curv_ascent", "unlearn"] {
+            for method in [
+                "unprojected",
+                "seed_k2",
+                "gen_eig",
+                "proj_grad",
+                "random",
+                "curv_ascent",
+                "unlearn",
+            ] {
                 let r = &sup["methods"][method];
                 assert!(r["alpha"].as_f64().is_some(), "{m} {dir} {method}: {r}");
                 assert!(r["kl_keep"].as_f64().is_some(), "{m} {dir} {method}.kl_keep");
@@ -175,7 +183,10 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     assert!(dir.join("theta.npy").exists());
     let err = |r: xtask::steer::SteerRequest| format!("{:#}", xtask::steer(&cfg, &b, false, &mnist(), &r).unwrap_err());
     let e = err(req("no_such_method", None));
-    assert!(e.contains("unknown method `no_such_method`") && e.contains("gen_eig"), "{e}");
+    assert!(
+        e.contains("unknown method `no_such_method`") && e.contains("gen_eig"),
+        "{e}"
+    );
     let e = err(req("gen_eig", Some(1e6)));
     assert!(e.contains("out of range"), "{e}");
     let e = err(req("curv_ascent", Some(1.0)));

@@ -146,7 +146,11 @@ pub fn generalized(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64)
     if ha.len() != m || hk.len() != m {
         return Err(SteerError::Invalid {
             field: "products",
-            reason: format!("{m} spanning vectors but {} H_a and {} H_k products", ha.len(), hk.len()),
+            reason: format!(
+                "{m} spanning vectors but {} H_a and {} H_k products",
+                ha.len(),
+                hk.len()
+            ),
         });
     }
     let n = span[0].len();
@@ -267,7 +271,10 @@ pub fn generalized(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64)
 
 /// Products `H x` for a list of vectors through any
 /// [`gensplit_eigen::LinearOperator`] (e.g. a `gensplit_hvp::HessianOperator`).
-pub fn products<A: gensplit_eigen::LinearOperator + ?Sized>(op: &A, xs: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, SteerError> {
+pub fn products<A: gensplit_eigen::LinearOperator + ?Sized>(
+    op: &A,
+    xs: &[Vec<f64>],
+) -> Result<Vec<Vec<f64>>, SteerError> {
     xs.iter()
         .enumerate()
         .map(|(i, x)| {

@@ -75,7 +75,11 @@ pub fn offset(theta: &[f32], d: &[f64], alpha: f64) -> Result<Vec<f32>, SteerErr
             reason: format!("must be finite, got {alpha}"),
         });
     }
-    Ok(theta.iter().zip(d).map(|(&t, &x)| (t as f64 + alpha * x) as f32).collect())
+    Ok(theta
+        .iter()
+        .zip(d)
+        .map(|(&t, &x)| (t as f64 + alpha * x) as f32)
+        .collect())
 }
 
 /// Evaluates the straight line `θ* + α d` at every α of `alphas`.
@@ -185,7 +189,9 @@ pub fn kl_from<M: Model + ?Sized>(model: &M, base: &[f32], theta: &[f32], data: 
     }
     let kl = total / data.len().max(1) as f64;
     if !kl.is_finite() {
-        return Err(SteerError::NonFinite { what: "KL divergence".into() });
+        return Err(SteerError::NonFinite {
+            what: "KL divergence".into(),
+        });
     }
     Ok(kl.max(0.0))
 }

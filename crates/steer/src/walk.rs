@@ -130,7 +130,11 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
             got: keep_op.dim(),
         });
     }
-    for (field, v) in [("step_size", params.step_size), ("beta", params.beta), ("mu", params.mu)] {
+    for (field, v) in [
+        ("step_size", params.step_size),
+        ("beta", params.beta),
+        ("mu", params.mu),
+    ] {
         if !(v.is_finite() && v >= 0.0) {
             return Err(SteerError::Invalid {
                 field,
@@ -252,7 +256,10 @@ pub fn unlearn<M: Model + ?Sized>(
     }];
     let mut thetas = vec![theta.to_vec()];
     for t in 1..=params.steps {
-        let (ba, bk) = (minibatch(&mut rng, ablate, params.batch), minibatch(&mut rng, keep, params.batch));
+        let (ba, bk) = (
+            minibatch(&mut rng, ablate, params.batch),
+            minibatch(&mut rng, keep, params.batch),
+        );
         let ga = loss_and_grad(model, &th, &ba.inputs(), &ba.labels)?;
         let gk = loss_and_grad(model, &th, &bk.inputs(), &bk.labels)?;
         let g: Vec<f32> = gk

@@ -48,7 +48,9 @@ fn generalized_solves_the_generalized_eigen_equation_in_the_full_space() {
         let a = random_sym(n, &mut rng, -0.3); // indefinite
         let k = random_sym(n, &mut rng, 0.05); // positive definite
         let mu = 0.01;
-        let span: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| (i == j) as u8 as f64).collect()).collect();
+        let span: Vec<Vec<f64>> = (0..n)
+            .map(|i| (0..n).map(|j| (i == j) as u8 as f64).collect())
+            .collect();
         let ha = products(&a, &span).unwrap();
         let hk = products(&k, &span).unwrap();
         let g = generalized(&span, &ha, &hk, mu).unwrap();
@@ -214,7 +216,10 @@ fn operating_point_follows_the_rule() {
 fn grids_are_symmetric_and_reject_bad_alphas() {
     assert_eq!(symmetric_grid(&[0.5, 1.0]).unwrap(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
     for bad in [[0.0, 1.0], [-1.0, 1.0], [f64::INFINITY, 1.0]] {
-        assert!(matches!(symmetric_grid(&bad), Err(SteerError::Invalid { field: "alphas", .. })));
+        assert!(matches!(
+            symmetric_grid(&bad),
+            Err(SteerError::Invalid { field: "alphas", .. })
+        ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let _ = rng.gen::<u8>();

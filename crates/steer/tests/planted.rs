@@ -69,7 +69,16 @@ fn planted() -> Planted {
         eval_every: 400,
         checkpoint_every: 0,
     };
-    train(&model, &mut theta, &all, &cfg, &[], &mut TrainLog::default(), &mut |_| {}).unwrap();
+    train(
+        &model,
+        &mut theta,
+        &all,
+        &cfg,
+        &[],
+        &mut TrainLog::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     Planted {
         model,
         theta,
@@ -144,7 +153,10 @@ fn steering_breaks_the_planted_route_and_keeps_the_other() {
     let (opa, opb) = (op(&p, &p.a), op(&p, &p.b));
     let span: Vec<Vec<f64>> = [ub.clone(), ua.clone()].concat();
     let own = |u: &[Vec<f64>], l: &[f64]| -> Vec<Vec<f64>> {
-        u.iter().zip(l).map(|(v, x)| v.iter().map(|y| y * x).collect()).collect()
+        u.iter()
+            .zip(l)
+            .map(|(v, x)| v.iter().map(|y| y * x).collect())
+            .collect()
     };
     let ha = [own(&ub, &lb), products(&opb, &ua).unwrap()].concat();
     let hk = [products(&opa, &ub).unwrap(), own(&ua, &la)].concat();
@@ -189,9 +201,18 @@ fn steering_breaks_the_planted_route_and_keeps_the_other() {
     .unwrap();
     assert_eq!(pts.len(), thetas.len());
     let i = operating_point(&pts, &rule).unwrap();
-    println!("curv_ascent: dist {:.2} -> a {:.2}, b {:.2}", pts[i].alpha, pts[i].acc("a"), pts[i].acc("b"));
+    println!(
+        "curv_ascent: dist {:.2} -> a {:.2}, b {:.2}",
+        pts[i].alpha,
+        pts[i].acc("a"),
+        pts[i].acc("b")
+    );
     assert_eq!(pts[i].acc("a"), 1.0);
-    assert!(pts[i].acc("b") <= 1.0 / 6.0 + 1e-9, "walk kept B at {}", pts[i].acc("b"));
+    assert!(
+        pts[i].acc("b") <= 1.0 / 6.0 + 1e-9,
+        "walk kept B at {}",
+        pts[i].acc("b")
+    );
     // the walk's recorded θ reproduces its recorded evaluation
     let again = sweep::evaluate_sets(&p.model, &thetas[i], &sets).unwrap();
     assert_eq!(again, pts[i].evals);
