@@ -25,7 +25,7 @@ pub mod version {
     /// `hessian_*`
     pub const HESSIAN: u32 = 1;
     /// `steer_*`
-    pub const STEER: u32 = 1;
+    pub const STEER: u32 = 2;
 }
 
 /// How a stage was satisfied in this run.
