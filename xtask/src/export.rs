@@ -271,7 +271,11 @@ pub fn write_steered(
             &format!("block {} (flat offset {})", b.name, b.offset),
         )?;
     }
-    let sc = &cfg.steer;
+    let sc = if req.model == "mixed_only" {
+        &cfg.steer_mixed_only
+    } else {
+        &cfg.steer
+    };
     let mut accs = serde_json::Map::new();
     for (set, imgs) in [
         ("digits", &out.images.test_digits),

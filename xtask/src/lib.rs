@@ -75,12 +75,16 @@ pub fn steer(
     req: &steer::SteerRequest,
 ) -> Result<PathBuf> {
     let (outputs, _) = run_stages(cfg, out, force, digits)?;
-    let (res, trained) = match req.model.as_str() {
-        "pretrained" => (&outputs.steer_pretrained, &outputs.cnn_pretrained),
-        "mixed_only" => (&outputs.steer_mixed_only, &outputs.cnn_mixed_only),
+    let (res, trained, sc) = match req.model.as_str() {
+        "pretrained" => (&outputs.steer_pretrained, &outputs.cnn_pretrained, &cfg.steer),
+        "mixed_only" => (
+            &outputs.steer_mixed_only,
+            &outputs.cnn_mixed_only,
+            &cfg.steer_mixed_only,
+        ),
         m => anyhow::bail!("--model must be `pretrained` or `mixed_only`, got `{m}`"),
     };
-    let (theta, alpha) = steer::steered_theta(res, &trained.theta, &cfg.steer, req)?;
+    let (theta, alpha) = steer::steered_theta(res, &trained.theta, sc, req)?;
     export::write_steered(out, cfg, &outputs, trained, req, &theta, alpha)
 }
 

@@ -459,9 +459,22 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
             } else {
                 format!("hessian_{model_name}_{set}")
             };
-            let (key, h) = ctx.stage(&stage, version::HESSIAN, &(hc, set), &[model_key, data_key], || {
-                let data = Dataset::from_images(&images.first(hc.subset));
-                crate::hessian::run(set, trained, &data, hc)
+            // The pure-set Hessians also give the keep eigenspaces of the
+            // `seed_k<k>` steering methods: one Lanczos run computes as many
+            // pairs as the largest such k.
+            let sc = if model_name == "pretrained" {
+                &cfg.steer
+            } else {
+                &cfg.steer_mixed_only
+            };
+            let mut hc_set = hc.clone();
+            if set != "mixed" {
+                hc_set.k = hc.k.max(sc.seed_ks.iter().copied().max().unwrap_or(0));
+            }
+            let hc_set = &hc_set;
+            let (key, h) = ctx.stage(&stage, version::HESSIAN, &(hc_set, set), &[model_key, data_key], || {
+                let data = Dataset::from_images(&images.first(hc_set.subset));
+                crate::hessian::run(set, trained, &data, hc_set)
             })?;
             if model_name == "pretrained" {
                 hessian.push(h);
@@ -473,25 +486,26 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         }
     }
     let mut steered = Vec::new();
-    for (model_name, model_key, trained, hs, keys) in [
-        ("pretrained", pre_key, &cnn_pretrained, &hessian, &hkeys),
+    for (model_name, model_key, trained, hs, keys, sc) in [
+        ("pretrained", pre_key, &cnn_pretrained, &hessian, &hkeys, &cfg.steer),
         (
             "mixed_only",
             mixed_only_key,
             &cnn_mixed_only,
             &hessian_mixed_only,
             &hkeys_mixed_only,
+            &cfg.steer_mixed_only,
         ),
     ] {
         let inputs: Vec<Key> = [model_key, data_key].into_iter().chain(keys.iter().copied()).collect();
         let (_, r) = ctx.stage(
             &format!("steer_{model_name}"),
             version::STEER,
-            &(&cfg.steer, hc, model_name),
+            &(sc, hc, model_name),
             &inputs,
             || {
                 let refs: Vec<&crate::hessian::HessianResult> = hs.iter().collect();
-                crate::steer::run(model_name, trained, &refs, &images, hc, &cfg.steer)
+                crate::steer::run(model_name, trained, &refs, &images, hc, sc)
             },
         )?;
         steered.push(r);
