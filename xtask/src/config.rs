@@ -199,20 +199,34 @@ impl ReproConfig {
                 random_seeds: vec![1, 2, 3, 4, 5],
                 random_trials: 5,
                 ascent: AscentParams {
-                    steps: 60,
-                    step_size: 0.1,
+                    steps: 100,
+                    step_size: 0.02,
                     beta: 1.0,
                     mu: 0.1,
-                    record_every: 3,
+                    record_every: 4,
+                    keep_gradient: false,
+                    restore_tol: 0.0,
+                    restore_weight: 0.0,
                 },
-                ascent_keep_subset: 512,
+                guarded: AscentParams {
+                    steps: 100,
+                    step_size: 0.02,
+                    beta: 1.0,
+                    mu: 0.1,
+                    record_every: 4,
+                    keep_gradient: true,
+                    restore_tol: 0.002,
+                    restore_weight: 2.0,
+                },
+                walk_k: 50,
+                ascent_keep_subset: 1024,
                 unlearn: UnlearnParams {
                     steps: 300,
                     batch: 64,
-                    lr: 1e-3,
+                    lr: 1e-4,
                     ascent_weight: 1.0,
                     seed: 9,
-                    record_every: 10,
+                    record_every: 5,
                 },
                 relearn_samples: 64,
                 relearn: RelearnParams {
@@ -229,23 +243,37 @@ impl ReproConfig {
                 seed_ks: vec![20],
                 mu: 0.1,
                 alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
-                random_seeds: vec![1, 2, 3],
+                random_seeds: vec![1, 2, 3, 4, 5],
                 random_trials: 5,
                 ascent: AscentParams {
-                    steps: 60,
-                    step_size: 0.1,
+                    steps: 100,
+                    step_size: 0.02,
                     beta: 1.0,
                     mu: 0.1,
-                    record_every: 3,
+                    record_every: 4,
+                    keep_gradient: false,
+                    restore_tol: 0.0,
+                    restore_weight: 0.0,
                 },
-                ascent_keep_subset: 512,
+                guarded: AscentParams {
+                    steps: 100,
+                    step_size: 0.02,
+                    beta: 1.0,
+                    mu: 0.1,
+                    record_every: 4,
+                    keep_gradient: true,
+                    restore_tol: 0.002,
+                    restore_weight: 2.0,
+                },
+                walk_k: 20,
+                ascent_keep_subset: 1024,
                 unlearn: UnlearnParams {
                     steps: 300,
                     batch: 64,
-                    lr: 1e-3,
+                    lr: 1e-4,
                     ascent_weight: 1.0,
                     seed: 9,
-                    record_every: 10,
+                    record_every: 5,
                 },
                 relearn_samples: 64,
                 relearn: RelearnParams {
@@ -290,7 +318,7 @@ impl ReproConfig {
         c.hessian_modadd.max_matvecs = 120;
         c.hessian_modadd.slq_probes = 2;
         c.hessian_modadd.slq_steps = 15;
-        c.steer.cal_eval = 256;
+        c.steer.cal_eval = 128;
         c.steer.heldout_start = 500;
         c.steer.heldout_size = 500;
         c.steer.k = 5;
@@ -300,6 +328,11 @@ impl ReproConfig {
         c.steer.random_trials = 2;
         c.steer.ascent.steps = 12;
         c.steer.ascent.step_size = 0.2;
+        c.steer.ascent.record_every = 3;
+        c.steer.guarded.record_every = 3;
+        c.steer.guarded.steps = 12;
+        c.steer.guarded.step_size = 0.2;
+        c.steer.walk_k = 5;
         c.steer.ascent_keep_subset = 128;
         c.steer.unlearn.steps = 40;
         c.steer.relearn_samples = 32;
@@ -343,7 +376,7 @@ impl ReproConfig {
         c.hessian_modadd.k = 2;
         c.hessian_modadd.max_matvecs = 40;
         c.hessian_modadd.slq_steps = 5;
-        c.steer.cal_eval = 32;
+        c.steer.cal_eval = 16;
         c.steer.heldout_start = 50;
         c.steer.heldout_size = 50;
         c.steer.k = 2;
@@ -353,6 +386,9 @@ impl ReproConfig {
         c.steer.random_trials = 2;
         c.steer.ascent.steps = 3;
         c.steer.ascent.record_every = 1;
+        c.steer.guarded.steps = 3;
+        c.steer.guarded.record_every = 1;
+        c.steer.walk_k = 2;
         c.steer.ascent_keep_subset = 16;
         c.steer.unlearn.steps = 4;
         c.steer.unlearn.batch = 8;

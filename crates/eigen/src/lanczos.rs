@@ -17,7 +17,8 @@
 //! After **every** step the small eigenproblem `T_m = Y Θ Y^T` is solved
 //! (dense, cheap compared to a matvec). A Ritz pair `(θ_i, V_m y_i)` has
 //! residual `‖A x_i − θ_i x_i‖ = |β_m e_m^T y_i|`; the `k` wanted pairs are
-//! accepted when every such residual is `≤ tol · max_j |θ_j|`.
+//! accepted when every such residual is `≤ tol · max_j |θ_j|` (the largest
+//! `|θ|` of all Ritz values computed so far, so the threshold never shrinks).
 //!
 //! When the basis is full (`max_basis` vectors), it is **thick-restarted**
 //! (Wu & Simon 2000): the `p > k` best Ritz vectors `V_m Y_p` are kept,
@@ -37,7 +38,7 @@
 
 use crate::dense::{sym_eig, DenseError};
 use crate::operator::LinearOperator;
-use crate::util::{cgs_pass, combine, norm, scale};
+use crate::util::{cgs_pass, combine, dot, norm, scale};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -74,7 +75,8 @@ pub struct LanczosParams {
     /// Which end of the spectrum.
     pub which: Which,
     /// Relative residual tolerance: a pair is converged when
-    /// `‖A v − λ v‖ ≤ tol · max|θ|` (max over the current Ritz values). `> 0`.
+    /// `‖A v − λ v‖ ≤ tol · max|θ|` (max over all Ritz values computed so
+    /// far, a lower bound of `‖A‖`). `> 0`.
     pub tol: f64,
     /// Budget of operator applications (every `apply` call counts).
     pub max_matvecs: usize,
@@ -359,11 +361,15 @@ struct Solver<'a, A: ?Sized> {
     m: usize,
     locked_vals: Vec<f64>,
     locked_vecs: Vec<f64>,
+    /// `A x` of the locked vectors, column-major (for the refinement).
+    locked_ax: Vec<f64>,
     locked_res: Vec<f64>,
     /// Current sequence was started after a breakdown or for verification.
     post_breakdown: bool,
     multiplicity_check: bool,
     anorm: f64,
+    /// Largest `|θ|` of all Ritz values so far (the convergence scale).
+    theta_max: f64,
     matvecs: usize,
     restarts: usize,
 }
@@ -391,10 +397,12 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
             m: 0,
             locked_vals: Vec::new(),
             locked_vecs: Vec::new(),
+            locked_ax: Vec::new(),
             locked_res: Vec::new(),
             post_breakdown: false,
             multiplicity_check: params.multiplicity_check,
             anorm: 0.0,
+            theta_max: 0.0,
             matvecs: 0,
             restarts: 0,
         }
@@ -454,14 +462,18 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                 .chain(&self.locked_vals)
                 .fold(0.0f64, |a, x| a.max(x.abs()));
             self.anorm = self.anorm.max(scale_now);
-            let thresh = self.tol * scale_now;
+            // Monotone: a pair accepted (and perhaps locked) once stays
+            // accepted, even when a later sequence or a thick restart sees a
+            // smaller part of the spectrum.
+            self.theta_max = self.theta_max.max(scale_now);
+            let thresh = self.tol * self.theta_max;
             let break_tol = BREAKDOWN_EPS.min(0.1 * self.tol) * self.anorm;
 
             if beta <= break_tol || m + self.nlocked() >= n {
                 // Invariant subspace: lock every (exact) Ritz pair.
                 let news = self.contributes(&theta, thresh);
                 let all: Vec<usize> = (0..m).collect();
-                self.lock(&theta, &y, &all);
+                self.lock(&theta, &y, &all, None)?;
                 if self.post_breakdown && !news {
                     // A fresh random sequence found nothing better than what
                     // is already locked: the wanted pairs are complete.
@@ -483,7 +495,12 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
             let cands = self.candidates(&theta, &resid);
             let nw = cands.len().min(self.k);
             let wanted = &cands[..nw];
-            let converged = wanted.iter().filter(|c| c.resid <= thresh).count();
+            // Locked pairs were accepted when they were locked (and cannot
+            // improve any more): they count as converged.
+            let converged = wanted
+                .iter()
+                .filter(|c| matches!(c.src, Src::Locked(_)) || c.resid <= thresh)
+                .count();
             let sentinel_ok = !self.post_breakdown || self.sentinel_converged(&theta, &resid, thresh);
             {
                 let vals: Vec<f64> = wanted.iter().map(|c| c.value).collect();
@@ -520,7 +537,7 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                         Src::Locked(_) => None,
                     })
                     .collect();
-                self.lock(&theta, &y, &fresh);
+                self.lock(&theta, &y, &fresh, Some(thresh))?;
                 if self.matvecs >= self.max_matvecs {
                     return Ok(self.finish(&[], &[], StopReason::MaxMatvecs));
                 }
@@ -596,20 +613,43 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
 
     /// After a breakdown the fresh sequence must have converged its own most
     /// extreme Ritz value(s) before we trust that nothing is hidden there.
+    ///
+    /// For [`Which::LargestMagnitude`] that is the end of larger magnitude,
+    /// and the other end too while it may still compete (`|θ| + residual`
+    /// reaches the larger magnitude). Requiring both ends unconditionally
+    /// never finished on one-sided spectra: thick restarts keep the wanted
+    /// end only, so the other end (often a dense bulk near 0) never converged.
     fn sentinel_converged(&self, theta: &[f64], resid: &[f64], thresh: f64) -> bool {
         let m = theta.len();
         // theta is ascending.
         match self.which {
             Which::LargestAlgebraic => resid[m - 1] <= thresh,
             Which::SmallestAlgebraic => resid[0] <= thresh,
-            Which::LargestMagnitude => resid[0] <= thresh && resid[m - 1] <= thresh,
+            Which::LargestMagnitude => {
+                let (dom, other) = if theta[m - 1].abs() >= theta[0].abs() {
+                    (m - 1, 0)
+                } else {
+                    (0, m - 1)
+                };
+                resid[dom] <= thresh && (resid[other] <= thresh || theta[other].abs() + resid[other] < theta[dom].abs())
+            }
         }
     }
 
     /// Moves the current Ritz pairs `idx` into the locked (deflated) set and
     /// empties the current basis.
-    fn lock(&mut self, theta: &[f64], y: &[f64], idx: &[usize]) {
+    ///
+    /// With `refine = Some(thresh)` (converged pairs of a sequence that ran
+    /// after earlier locks), the new pairs and the earlier locked pairs whose
+    /// residual exceeds `thresh / 1000` are refined together by a
+    /// Rayleigh–Ritz step on their span. A sequence deflated against locked
+    /// vectors never sees their couplings `x_l^T A x = r_l^T x`; for a nearly
+    /// repeated eigenvalue whose first locked vector is a mixture of the
+    /// cluster these couplings are of the size of the locked residuals, and
+    /// without the refinement they would stay in the true residuals for good.
+    fn lock(&mut self, theta: &[f64], y: &[f64], idx: &[usize], refine: Option<f64>) -> Result<(), LanczosError> {
         let (n, m) = (self.n, self.m);
+        let before = self.nlocked();
         let mut ysel = vec![0.0; m * idx.len()];
         for (c, &i) in idx.iter().enumerate() {
             ysel[c * m..(c + 1) * m].copy_from_slice(&y[i * m..(i + 1) * m]);
@@ -619,12 +659,66 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
         let ax = combine(&self.w, n, m, &ysel, m, p);
         for (c, &i) in idx.iter().enumerate() {
             let xi = &x[c * n..(c + 1) * n];
-            let res = true_residual(&ax[c * n..(c + 1) * n], xi, theta[i]);
+            let axi = &ax[c * n..(c + 1) * n];
+            let res = true_residual(axi, xi, theta[i]);
             self.locked_vals.push(theta[i]);
             self.locked_res.push(res);
             self.locked_vecs.extend_from_slice(xi);
+            self.locked_ax.extend_from_slice(axi);
         }
         self.m = 0;
+        if let Some(thresh) = refine {
+            let mut sel: Vec<usize> = (0..before).filter(|&l| self.locked_res[l] > 1e-3 * thresh).collect();
+            if !sel.is_empty() && p > 0 {
+                sel.extend(before..self.nlocked());
+                self.rayleigh_ritz_locked(&sel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rayleigh–Ritz of `A` on the span of the locked vectors `sel`
+    /// (orthonormal, with stored images): `G = X^T A X = Z M Z^T`, then
+    /// `X ← X Z`, `A X ← (A X) Z` and true residuals; no matvecs. Kept only
+    /// if it does not raise the largest residual of the set (inside an
+    /// exactly repeated eigenvalue `Z` is an arbitrary rotation that may
+    /// merely reshuffle the residuals).
+    fn rayleigh_ritz_locked(&mut self, sel: &[usize]) -> Result<(), LanczosError> {
+        let (n, p) = (self.n, sel.len());
+        let gather = |src: &[f64]| -> Vec<f64> {
+            sel.iter()
+                .flat_map(|&l| src[l * n..(l + 1) * n].iter().copied())
+                .collect()
+        };
+        let xs = gather(&self.locked_vecs);
+        let axs = gather(&self.locked_ax);
+        let mut g = vec![0.0; p * p];
+        for j in 0..p {
+            for i in 0..=j {
+                let gij = 0.5
+                    * (dot(&xs[i * n..(i + 1) * n], &axs[j * n..(j + 1) * n])
+                        + dot(&xs[j * n..(j + 1) * n], &axs[i * n..(i + 1) * n]));
+                g[j * p + i] = gij;
+                g[i * p + j] = gij;
+            }
+        }
+        let (mu, z) = sym_eig(&g, p)?;
+        let nx = combine(&xs, n, p, &z, p, p);
+        let nax = combine(&axs, n, p, &z, p, p);
+        let res: Vec<f64> = (0..p)
+            .map(|c| true_residual(&nax[c * n..(c + 1) * n], &nx[c * n..(c + 1) * n], mu[c]))
+            .collect();
+        let worst = |r: &mut dyn Iterator<Item = f64>| r.fold(0.0f64, f64::max);
+        if worst(&mut res.iter().copied()) > worst(&mut sel.iter().map(|&l| self.locked_res[l])) {
+            return Ok(());
+        }
+        for (c, &l) in sel.iter().enumerate() {
+            self.locked_vals[l] = mu[c];
+            self.locked_res[l] = res[c];
+            self.locked_vecs[l * n..(l + 1) * n].copy_from_slice(&nx[c * n..(c + 1) * n]);
+            self.locked_ax[l * n..(l + 1) * n].copy_from_slice(&nax[c * n..(c + 1) * n]);
+        }
+        Ok(())
     }
 
     /// Starts a new Krylov sequence from a random vector orthogonal to the

@@ -1,144 +1,146 @@
-//! Property tests of the Lanczos solver against the dense oracle.
+//! Property tests of the Lanczos solver against the dense oracle, written with
+//! the exported kit (`gensplit_eigen::testkit`).
 
 mod common;
 
 use common::*;
-use gensplit_eigen::{dense::sym_eig, lanczos, LanczosParams, NoObserver, StopReason, Which};
+use gensplit_eigen::{lanczos, LanczosParams, LinearOperator, NoObserver, StopReason, Which};
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        rng_seed: RngSeed::Fixed(0x5eed),
-        ..ProptestConfig::default()
+/// Tolerances for our own (exactly representable) operators: the kit's
+/// defaults, with the reported residuals held to rounding level.
+fn strict(params: &LanczosParams) -> CheckTol {
+    CheckTol {
+        reported_residual: 1e-12,
+        ..CheckTol::for_params(params)
     }
 }
 
-/// Runs lanczos on a matrix with the given spectrum and checks everything.
-fn check(kind: Kind, n: usize, k: usize, which: Which, seed: u64) -> Result<(), TestCaseError> {
-    let spec = spectrum(kind, n, seed);
-    let a = sym_from_spectrum(&spec, seed);
-    let (w, z) = sym_eig(a.as_slice(), n).unwrap();
-    let scale = w.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let tol = 1e-10;
+/// Runs lanczos on a planted operator, checks it against the dense oracle and
+/// the planted spectrum (an independent oracle).
+fn check(kind: Spectrum, n: usize, k: usize, which: Which, seed: u64) -> Result<CheckReport, TestCaseError> {
+    check_with(kind, n, k, which, seed, kind.has_repeats())
+}
+
+fn check_with(
+    kind: Spectrum,
+    n: usize,
+    k: usize,
+    which: Which,
+    seed: u64,
+    multiplicity_check: bool,
+) -> Result<CheckReport, TestCaseError> {
+    let op = PlantedOperator::planted(kind, n, seed);
     let params = LanczosParams {
         k,
         which,
-        tol,
+        tol: 1e-10,
         seed,
-        multiplicity_check: matches!(kind, Kind::Repeated | Kind::Clustered),
+        multiplicity_check,
         ..Default::default()
     };
-    let r = lanczos(&a, &params, &mut NoObserver).unwrap();
-    prop_assert!(
-        r.stop != StopReason::MaxMatvecs,
-        "{kind:?} n={n} k={k} {which:?}: no convergence: {:?} after {} matvecs",
-        r.values,
-        r.matvecs
-    );
-    prop_assert_eq!(r.values.len(), k);
-    prop_assert_eq!(r.vectors.len(), k);
-
-    // Expected values, most wanted first.
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|&i, &j| which.compare(w[i], w[j]));
-    for (i, (&got, &e)) in r.values.iter().zip(idx.iter()).enumerate() {
-        let exp = w[e];
-        let (g, x) = if which == Which::LargestMagnitude {
-            (got.abs(), exp.abs())
+    let tol = strict(&params);
+    let report = check_lanczos(&op, &params, tol).map_err(|e| TestCaseError::fail(format!("{kind:?} n={n}: {e}")))?;
+    for (i, (got, planted)) in report.values.iter().zip(op.wanted_values(k, which)).enumerate() {
+        let (g, p) = if which == Which::LargestMagnitude {
+            (got.abs(), planted.abs())
         } else {
-            (got, exp)
+            (*got, planted)
         };
         prop_assert!(
-            (g - x).abs() <= 1e-8 * scale,
-            "{kind:?} n={n} k={k} {which:?}: value {i}: got {got}, expected {exp} (all {:?})",
-            r.values
+            (g - p).abs() <= tol.value * report.scale,
+            "{kind:?} n={n} k={k} {which:?}: value {i}: got {got}, planted {planted}"
         );
     }
-    // Orthonormal vectors.
-    let oe = orthonormality_error(&r.vectors);
-    prop_assert!(oe <= 1e-10, "orthonormality error {oe:e}");
-    // Residuals: reported == explicit, and below tolerance.
-    for (i, (v, &lam)) in r.vectors.iter().zip(&r.values).enumerate() {
-        let ex = explicit_residual(&a, v, lam);
-        prop_assert!(
-            (ex - r.residuals[i]).abs() <= 1e-12 * scale.max(1.0),
-            "reported residual {} vs explicit {ex}",
-            r.residuals[i]
-        );
-        prop_assert!(ex <= tol * scale * 1.01, "residual {ex:e} > tol");
-    }
-    // Eigenspaces of eigenvalues whose whole multiplicity lies among the k
-    // wanted ones must be spanned by the returned vectors.
-    let cluster_tol = 1e-9 * scale;
-    let kth = w[idx[k - 1]];
-    for &e in idx.iter().take(k) {
-        let lam = w[e];
-        let members: Vec<usize> = (0..n).filter(|&i| (w[i] - lam).abs() <= cluster_tol).collect();
-        let in_top = idx[..k].iter().filter(|&&i| (w[i] - lam).abs() <= cluster_tol).count();
-        if members.len() < 2 || in_top < members.len() || (lam - kth).abs() <= cluster_tol && in_top < members.len() {
-            continue;
-        }
-        for &mi in &members {
-            let u = &z[mi * n..(mi + 1) * n];
-            let proj: f64 = r.vectors.iter().map(|v| dot(u, v).powi(2)).sum();
-            prop_assert!(
-                (proj - 1.0).abs() <= 1e-6,
-                "{kind:?}: eigenspace of {lam} (mult {}) not spanned: |P u|^2 = {proj}",
-                members.len()
-            );
-        }
-    }
-    Ok(())
+    Ok(report)
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(fixed_config(64))]
     #[test]
-    fn small_and_medium(kind_i in 0usize..6, n in 2usize..=120, k_raw in 1usize..=8, wh in 0u8..3, seed in any::<u64>()) {
-        let k = k_raw.min(n);
-        check(KINDS[kind_i], n, k, which_from(wh), seed)?;
+    fn small_and_medium(kind in any_spectrum(), n in 2usize..=120, k_raw in 1usize..=8, which in any_which(), seed in any::<u64>()) {
+        check(kind, n, k_raw.min(n), which, seed)?;
     }
 }
 
 proptest! {
-    #![proptest_config(config(10))]
+    #![proptest_config(fixed_config(10))]
     #[test]
-    fn large(kind_i in 0usize..6, n in 200usize..=400, k_raw in 1usize..=10, wh in 0u8..3, seed in any::<u64>()) {
-        check(KINDS[kind_i], n, k_raw, which_from(wh), seed)?;
+    fn large(kind in any_spectrum(), n in 200usize..=400, k in 1usize..=10, which in any_which(), seed in any::<u64>()) {
+        check(kind, n, k, which, seed)?;
     }
 }
+
+proptest! {
+    #![proptest_config(fixed_config(32))]
+    /// The verification rounds of `multiplicity_check` on every family (they
+    /// must also terminate when nothing is repeated).
+    #[test]
+    fn multiplicity_check_on_any_spectrum(kind in any_spectrum(), n in 2usize..=150, k_raw in 1usize..=6, which in any_which(), seed in any::<u64>()) {
+        check_with(kind, n, k_raw.min(n), which, seed, true)?;
+    }
+}
+
+/// Regression: with `LargestMagnitude` a verification sequence must converge
+/// both ends of its spectrum, but thick restarts kept only the larger-magnitude
+/// end, so a one-sided spectrum never converged (found by
+/// `tests/user_operator.rs`).
+#[test]
+fn largest_magnitude_verification_converges_on_one_sided_spectrum() {
+    let op = PlantedOperator::new((0..49).map(|i| 0.1 + 0.16 * i as f64).collect(), 1).unwrap();
+    let params = LanczosParams {
+        k: 1,
+        which: Which::LargestMagnitude,
+        tol: 1e-10,
+        multiplicity_check: true,
+        ..Default::default()
+    };
+    let r = check_lanczos(&op, &params, strict(&params)).unwrap();
+    assert_eq!(r.stop, StopReason::Converged);
+    assert!(r.matvecs < 400, "{} matvecs", r.matvecs);
+}
+
+const WHICH: [Which; 3] = [
+    Which::LargestAlgebraic,
+    Which::SmallestAlgebraic,
+    Which::LargestMagnitude,
+];
 
 #[test]
 fn every_kind_and_which_once() {
-    for (ki, &kind) in KINDS.iter().enumerate() {
-        for wh in 0..3u8 {
-            check(kind, 150, 5, which_from(wh), 1000 + ki as u64 * 10 + wh as u64).unwrap();
+    for (ki, &kind) in Spectrum::ALL.iter().enumerate() {
+        for (wi, &which) in WHICH.iter().enumerate() {
+            check(kind, 150, 5, which, 1000 + ki as u64 * 10 + wi as u64).unwrap();
         }
     }
 }
 
 #[test]
 fn repeated_top_eigenvalue_spans_eigenspace() {
-    for kind_seed in 0..4u64 {
-        // k = 9 covers 12.0 (x3), 7.5 (x4) and two more for LA.
-        check(Kind::Repeated, 300, 9, Which::LargestAlgebraic, kind_seed).unwrap();
-        check(Kind::Repeated, 300, 5, Which::LargestMagnitude, kind_seed + 7).unwrap();
+    for seed in 0..4u64 {
+        for multiplicity in [2, 3, 4] {
+            let kind = Spectrum::Repeated { multiplicity };
+            // k = 2m + 1 covers 12.0 and 7.5 (m copies each) and one more.
+            let r = check(kind, 300, 2 * multiplicity + 1, Which::LargestAlgebraic, seed).unwrap();
+            let spanned = r
+                .clusters
+                .iter()
+                .filter(|c| c.fully_wanted && c.multiplicity == multiplicity && c.returned == multiplicity)
+                .count();
+            assert_eq!(spanned, 2, "{:#?}", r.clusters);
+            check(kind, 300, 5, Which::LargestMagnitude, seed + 7).unwrap();
+        }
     }
 }
 
 proptest! {
-    #![proptest_config(config(8))]
+    #![proptest_config(fixed_config(8))]
     #[test]
-    fn deterministic(kind_i in 0usize..6, n in 10usize..=150, k_raw in 1usize..=6, wh in 0u8..3, seed in any::<u64>()) {
-        let k = k_raw.min(n);
-        let spec = spectrum(KINDS[kind_i], n, seed);
-        let a = sym_from_spectrum(&spec, seed);
-        let p = LanczosParams { k, which: which_from(wh), tol: 1e-9, seed, ..Default::default() };
-        let r1 = lanczos(&a, &p, &mut NoObserver).unwrap();
-        let r2 = lanczos(&a, &p, &mut NoObserver).unwrap();
+    fn deterministic(op in any_planted(10..=150), k_raw in 1usize..=6, which in any_which(), seed in any::<u64>()) {
+        let k = k_raw.min(op.dim());
+        let p = LanczosParams { k, which, tol: 1e-9, seed, ..Default::default() };
+        let r1 = lanczos(&op, &p, &mut NoObserver).unwrap();
+        let r2 = lanczos(&op, &p, &mut NoObserver).unwrap();
         prop_assert_eq!(r1, r2);
     }
 }
@@ -157,8 +159,7 @@ fn breakdown_recovers_multiplicities() {
             _ => 0.5,
         })
         .collect();
-    let a = sym_from_spectrum(&spec, 77);
-    let (w, z) = sym_eig(a.as_slice(), n).unwrap();
+    let a = PlantedOperator::new(spec, 77).unwrap();
     for &(k, which) in &[
         (12usize, Which::LargestAlgebraic),
         (14, Which::LargestAlgebraic),
@@ -171,33 +172,25 @@ fn breakdown_recovers_multiplicities() {
             seed: 5,
             ..Default::default()
         };
-        let r = lanczos(&a, &p, &mut NoObserver).unwrap();
+        let r = check_lanczos(&a, &p, strict(&p)).unwrap();
         println!(
             "k={k} {which:?}: {} matvecs, {} restarts, {:?}",
             r.matvecs, r.restarts, r.stop
         );
         assert_eq!(r.stop, StopReason::Converged);
         assert!(r.restarts >= 1, "a breakdown restart must have happened");
-        assert!(orthonormality_error(&r.vectors) < 1e-10);
-        let expect = match which {
-            Which::SmallestAlgebraic => vec![-1.0; k],
-            _ => (0..k).map(|i| if i < 12 { 6.0 } else { 2.0 }).collect(),
-        };
-        for (g, e) in r.values.iter().zip(&expect) {
+        for (g, e) in r.values.iter().zip(a.wanted_values(k, which)) {
             assert!((g - e).abs() < 1e-9, "{:?}", r.values);
-        }
-        for (v, &lam) in r.vectors.iter().zip(&r.values) {
-            assert!(explicit_residual(&a, v, lam) < 1e-9);
         }
         if k >= 12 && which == Which::LargestAlgebraic {
             // The 12-dimensional eigenspace of 6 is spanned.
-            for i in 0..n {
-                if (w[i] - 6.0).abs() < 1e-9 {
-                    let u = &z[i * n..(i + 1) * n];
-                    let proj: f64 = r.vectors.iter().map(|v| dot(u, v).powi(2)).sum();
-                    assert!((proj - 1.0).abs() < 1e-8, "proj {proj}");
-                }
-            }
+            let c = r
+                .clusters
+                .iter()
+                .find(|c| (c.low - 6.0).abs() < 1e-9 && (c.high - 6.0).abs() < 1e-9);
+            let c = c.unwrap_or_else(|| panic!("{:#?}", r.clusters));
+            assert_eq!((c.multiplicity, c.returned), (12, 12));
+            assert!(c.sin_angle < 1e-8, "sin {}", c.sin_angle);
         }
         assert!(r.matvecs < 200, "{} matvecs", r.matvecs);
     }

@@ -77,12 +77,17 @@
 //! * [`batch`]: curvature-vector products on one batch.
 //! * [`operator`]: [`HessianOperator`] over a dataset, the
 //!   [`gensplit_eigen::LinearOperator`] impl, and [`dense_hessian`].
+//! * [`blocks`]: per-block curvature — the operator restricted to named
+//!   parameter blocks ([`BlockSelection`], [`BlockOperator`]) and the
+//!   off-diagonal block between two sets ([`OffDiagonal`]).
 
 pub mod batch;
+pub mod blocks;
 pub mod dual;
 pub mod operator;
 
 pub use batch::curvature_vector;
+pub use blocks::{BlockError, BlockOperator, BlockSelection, OffDiagonal};
 pub use dual::{Dual, DualAct, PrimalCache};
 pub use operator::{dense_hessian, HessianOperator, DEFAULT_CACHE_BYTES, DENSE_MAX_PARAMS};
 
