@@ -1,6 +1,17 @@
 //! The configuration of a `reproduce` run: every number a stage depends on.
 //! Two presets: [`ReproConfig::full`] (the results in the report) and
 //! [`ReproConfig::quick`] (a small end-to-end smoke run for CI).
+//!
+//! A user file (`cargo xtask reproduce --config FILE`) overrides any field:
+//! it is a partial TOML document merged onto the preset
+//! ([`ReproConfig::with_overrides`], [`ReproConfig::load_overrides`]). Tables
+//! merge key by key; scalars and arrays replace the preset's value, and an
+//! array of tables (the training `phases`) must spell out every field of each
+//! element. Unknown fields, wrong types and invalid values are errors that
+//! name the field's dotted path (`steer.alphas[2]`). The merged config is an
+//! ordinary [`ReproConfig`], so stage keys stay content-addressed: a file that
+//! restates the preset yields the preset's keys. [`ReproConfig::to_toml`]
+//! prints a config in the same format (`cargo xtask config --print`).
 
 use crate::hessian::HessianConfig;
 use crate::steer::SteerConfig;
@@ -9,6 +20,8 @@ use gensplit_data::patterns::PatternConfig;
 use gensplit_models::{AdamWConfig, CnnConfig, ModMlpConfig, Schedule, TrainConfig};
 use gensplit_steer::walk::{AscentParams, RelearnParams, UnlearnParams};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
 
 /// Which images a training phase uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +84,17 @@ pub struct ModAddRecipe {
     pub key_fraction: f64,
 }
 
+/// The per-layer curvature table of the pretrained CNN (`hessian_blocks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlocksConfig {
+    /// Hutchinson probes per layer (≥ 2).
+    pub probes: usize,
+    /// Full top eigenvectors whose norm share per layer is reported.
+    pub k_top: usize,
+    /// Probe seed.
+    pub seed: u64,
+}
+
 /// Everything `reproduce` runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReproConfig {
@@ -89,6 +113,8 @@ pub struct ReproConfig {
     /// Hessian of the modular MLP's training loss (`subset` is ignored: all
     /// training pairs).
     pub hessian_modadd: HessianConfig,
+    /// Per-layer curvature of the pretrained CNN on each image set.
+    pub hessian_blocks: BlocksConfig,
     /// Steering and independence of the pretrained CNN (the main result).
     /// Its largest `seed_ks` entry raises `k` of the pure-set Hessians.
     pub steer: SteerConfig,
@@ -187,6 +213,11 @@ impl ReproConfig {
                 slq_steps: 30,
                 slq_subset: usize::MAX,
                 f64: true,
+            },
+            hessian_blocks: BlocksConfig {
+                probes: 10,
+                k_top: 5,
+                seed: 17,
             },
             steer: SteerConfig {
                 cal_eval: 1024,
@@ -318,6 +349,8 @@ impl ReproConfig {
         c.hessian_modadd.max_matvecs = 120;
         c.hessian_modadd.slq_probes = 2;
         c.hessian_modadd.slq_steps = 15;
+        c.hessian_blocks.probes = 2;
+        c.hessian_blocks.k_top = 3;
         c.steer.cal_eval = 128;
         c.steer.heldout_start = 500;
         c.steer.heldout_size = 500;
@@ -376,6 +409,7 @@ impl ReproConfig {
         c.hessian_modadd.k = 2;
         c.hessian_modadd.max_matvecs = 40;
         c.hessian_modadd.slq_steps = 5;
+        c.hessian_blocks.k_top = 2;
         c.steer.cal_eval = 16;
         c.steer.heldout_start = 50;
         c.steer.heldout_size = 50;
@@ -398,4 +432,311 @@ impl ReproConfig {
         c.steer_mixed_only = c.steer.clone();
         c
     }
+}
+
+/// Why a configuration override was rejected. Every variant names the
+/// offending field by its dotted path from the root of [`ReproConfig`]
+/// (`steer.ascent.steps`, `cnn_pretrained.phases[1].train.seed`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not TOML.
+    #[error("not valid TOML: {0}")]
+    Parse(String),
+    /// A key that the configuration does not have.
+    #[error("unknown field `{path}` (expected one of: {expected})")]
+    UnknownField {
+        /// Dotted path of the key.
+        path: String,
+        /// The keys that exist at that level.
+        expected: String,
+    },
+    /// A value of the wrong TOML type.
+    #[error("field `{path}` has the wrong type: expected {expected}, found {found}")]
+    WrongType {
+        /// Dotted path of the field.
+        path: String,
+        /// The type the configuration holds there.
+        expected: &'static str,
+        /// The TOML type given.
+        found: &'static str,
+    },
+    /// A field missing from a table that replaces a whole array element.
+    #[error("field `{path}` is missing (each element of an array of tables must give every field)")]
+    MissingField {
+        /// Dotted path of the field.
+        path: String,
+    },
+    /// A value of the right type that the field cannot hold (an unknown
+    /// variant name, a negative count, an out-of-range number).
+    #[error("invalid value for `{path}`: {msg}")]
+    Invalid {
+        /// Dotted path of the field.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Fields that must agree do not.
+    #[error("inconsistent configuration: {0}")]
+    Inconsistent(String),
+}
+
+impl ReproConfig {
+    /// This config with the partial TOML document `overrides` merged onto it
+    /// (see the module docs). An empty document returns an equal config.
+    pub fn with_overrides(&self, overrides: &str) -> Result<Self, ConfigError> {
+        let user = toml::Value::Table(toml::from_str(overrides).map_err(|e| ConfigError::Parse(e.to_string()))?);
+        let base = serde_json::to_value(self).expect("a ReproConfig always serializes to JSON");
+        let merged = merge(&base, &user, "", true)?;
+        let cfg = match serde_json::from_value::<ReproConfig>(merged.clone()) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                return Err(locate_invalid(&base, &merged, &user).unwrap_or(ConfigError::Invalid {
+                    path: "(root)".into(),
+                    msg: e.to_string(),
+                }))
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// `base` with the TOML file at `path` merged onto it; errors name the
+    /// file and the field.
+    pub fn load_overrides(base: &Self, path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        base.with_overrides(&text)
+            .with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Checks the relations between fields that the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (dp, mp) = (self.modadd.data.p as usize, self.modadd.model.p);
+        if dp != mp {
+            return Err(ConfigError::Inconsistent(format!(
+                "`modadd.data.p` = {dp} but `modadd.model.p` = {mp}; set both"
+            )));
+        }
+        Ok(())
+    }
+
+    /// This config as a TOML document that [`Self::with_overrides`] reads
+    /// back to an equal config (on the same preset). TOML has no null and
+    /// no integers above `i64::MAX`: unset optional fields are left out (and
+    /// listed in a comment), such integers are written as decimal strings.
+    pub fn to_toml(&self) -> String {
+        let json = serde_json::to_value(self).expect("a ReproConfig always serializes to JSON");
+        let (mut unset, mut big) = (Vec::new(), Vec::new());
+        let toml::Value::Table(table) = json_to_toml(&json, "", &mut unset, &mut big).expect("the root is a table")
+        else {
+            unreachable!("a ReproConfig serializes to a table")
+        };
+        let mut out = String::from(
+            "# gensplit pipeline configuration. Any subset of these keys, in a file\n\
+             # passed as `cargo xtask reproduce --config FILE`, overrides the preset.\n",
+        );
+        if !unset.is_empty() {
+            out.push_str(&format!("# Unset (no value; TOML has no null): {}\n", unset.join(", ")));
+        }
+        if !big.is_empty() {
+            out.push_str(&format!(
+                "# Integers above 2^63 - 1 are written as strings: {}\n",
+                big.join(", ")
+            ));
+        }
+        out.push('\n');
+        out.push_str(&toml::to_string(&table).expect("a TOML table always serializes"));
+        out
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "no value",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a float",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+fn toml_kind(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a datetime",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Merges the user's `user` onto the preset's `base` at `path`, checking
+/// every key and type against `base`. With `fill`, tables keep the keys the
+/// user leaves out; without (elements of a replaced array), every key of
+/// `base` must be given.
+fn merge(base: &Value, user: &toml::Value, path: &str, fill: bool) -> Result<Value, ConfigError> {
+    let wrong = || ConfigError::WrongType {
+        path: path.to_string(),
+        expected: json_kind(base),
+        found: toml_kind(user),
+    };
+    Ok(match (base, user) {
+        // an unset optional field: any value, serde checks it
+        (Value::Null, _) => plain(user, path)?,
+        (Value::Object(b), toml::Value::Table(u)) => {
+            let mut out = if fill { b.clone() } else { serde_json::Map::new() };
+            for (k, uv) in u {
+                let p = child(path, k);
+                let bv = b.get(k).ok_or_else(|| ConfigError::UnknownField {
+                    path: p.clone(),
+                    expected: b.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
+                out.insert(k.clone(), merge(bv, uv, &p, fill)?);
+            }
+            if !fill {
+                if let Some((k, _)) = b.iter().find(|(k, v)| !v.is_null() && !u.contains_key(*k)) {
+                    return Err(ConfigError::MissingField { path: child(path, k) });
+                }
+            }
+            Value::Object(out)
+        }
+        (Value::Array(b), toml::Value::Array(u)) => Value::Array(
+            u.iter()
+                .enumerate()
+                .map(|(i, uv)| {
+                    let p = format!("{path}[{i}]");
+                    match b.get(i).or(b.first()) {
+                        Some(template) => merge(template, uv, &p, false),
+                        None => plain(uv, &p),
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (Value::Bool(_), toml::Value::Boolean(v)) => Value::Bool(*v),
+        (Value::String(_), toml::Value::String(v)) => Value::String(v.clone()),
+        (Value::Number(n), toml::Value::Integer(v)) if n.is_f64() => plain_float(*v as f64, path)?,
+        (Value::Number(_), toml::Value::Integer(v)) => Value::from(*v),
+        (Value::Number(n), toml::Value::Float(v)) if n.is_f64() => plain_float(*v, path)?,
+        // integers above i64::MAX (which TOML cannot hold) as decimal strings
+        (Value::Number(n), toml::Value::String(v)) if !n.is_f64() => match v.parse::<u64>() {
+            Ok(x) if x > i64::MAX as u64 => Value::from(x),
+            _ => return Err(wrong()),
+        },
+        _ => return Err(wrong()),
+    })
+}
+
+fn plain_float(v: f64, path: &str) -> Result<Value, ConfigError> {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .ok_or_else(|| ConfigError::Invalid {
+            path: path.to_string(),
+            msg: format!("{v} is not a finite number"),
+        })
+}
+
+/// A TOML value as JSON, unchecked (where the preset gives no template).
+fn plain(v: &toml::Value, path: &str) -> Result<Value, ConfigError> {
+    Ok(match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => plain_float(*f, path)?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(_) => {
+            return Err(ConfigError::Invalid {
+                path: path.to_string(),
+                msg: "no field of the configuration is a datetime".into(),
+            })
+        }
+        toml::Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| plain(x, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, x)| Ok((k.clone(), plain(x, &child(path, k))?)))
+                .collect::<Result<_, ConfigError>>()?,
+        ),
+    })
+}
+
+/// After the merged tree failed to deserialize: applies the user's values
+/// one at a time (tables descended, arrays and scalars whole) to find the
+/// first that the configuration cannot hold.
+fn locate_invalid(base: &Value, merged: &Value, user: &toml::Value) -> Option<ConfigError> {
+    fn leaves(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    prefix.push(k.clone());
+                    leaves(x, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => out.push(prefix.clone()),
+        }
+    }
+    let mut paths = Vec::new();
+    leaves(user, &mut Vec::new(), &mut paths);
+    paths.into_iter().find_map(|segs| {
+        let mut trial = base.clone();
+        let (mut dst, mut src) = (&mut trial, merged);
+        for s in &segs {
+            dst = dst.get_mut(s)?;
+            src = src.get(s)?;
+        }
+        *dst = src.clone();
+        serde_json::from_value::<ReproConfig>(trial)
+            .err()
+            .map(|e| ConfigError::Invalid {
+                path: segs.join("."),
+                msg: e.to_string(),
+            })
+    })
+}
+
+/// JSON as TOML for [`ReproConfig::to_toml`]; nulls are dropped (their paths
+/// go to `unset`), integers above `i64::MAX` become strings (`big`).
+fn json_to_toml(v: &Value, path: &str, unset: &mut Vec<String>, big: &mut Vec<String>) -> Option<toml::Value> {
+    Some(match v {
+        Value::Null => {
+            unset.push(path.to_string());
+            return None;
+        }
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => toml::Value::Integer(i),
+            (None, Some(u), _) => {
+                big.push(path.to_string());
+                toml::Value::String(u.to_string())
+            }
+            (_, _, f) => toml::Value::Float(f.unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => toml::Value::String(s.clone()),
+        Value::Array(a) => toml::Value::Array(
+            a.iter()
+                .enumerate()
+                .filter_map(|(i, x)| json_to_toml(x, &format!("{path}[{i}]"), unset, big))
+                .collect(),
+        ),
+        Value::Object(o) => toml::Value::Table(
+            o.iter()
+                .filter_map(|(k, x)| Some((k.clone(), json_to_toml(x, &child(path, k), unset, big)?)))
+                .collect(),
+        ),
+    })
 }

@@ -5,6 +5,7 @@
 //! [`artifact::Store`], then [`report::write`] renders `report/`.
 
 pub mod artifact;
+pub mod blocks;
 pub mod config;
 pub mod export;
 pub mod hessian;
@@ -47,7 +48,7 @@ pub fn reproduce(
 }
 
 /// Runs (or loads from `out/artifacts`) every stage of `cfg`.
-fn run_stages(
+pub fn run_stages(
     cfg: &config::ReproConfig,
     out: &Path,
     force: bool,
@@ -91,6 +92,5 @@ pub fn steer(
 /// Runs (or loads from the cache) every stage, then writes `out/export/`
 /// (see [`export`]).
 pub fn export(cfg: &config::ReproConfig, out: &Path, force: bool, digits: &stages::DigitSource) -> Result<()> {
-    let (outputs, _) = run_stages(cfg, out, force, digits)?;
-    export::write(out, cfg, &outputs).with_context(|| format!("writing the export to {}", out.join("export").display()))
+    export::run(cfg, out, force, digits, export::Format::Npy)
 }

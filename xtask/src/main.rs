@@ -1,7 +1,18 @@
 //! `cargo xtask`: gensplit's pipeline driver.
 //!
-//! * `cargo xtask reproduce [--quick] [--out DIR] [--force] [--digits-dir DIR]`
-//!   runs every stage (cached by content key) and writes `DIR/report/`.
+//! * `cargo xtask reproduce [--quick] [--config FILE] [--out DIR] [--force]
+//!   [--digits-dir DIR]` runs every stage (cached by content key) and writes
+//!   `DIR/report/`.
+//! * `cargo xtask export [same flags] [--format npy|safetensors|both]` writes
+//!   the models, evaluation subsets, Hessian eigenpairs and steered parameter
+//!   vectors to `DIR/export/` (see `xtask::export`).
+//! * `cargo xtask steer [same flags] --model M --ablate RULE --method NAME
+//!   [--alpha A] [--scenario S]` writes one steered model to `DIR/steered/`.
+//! * `cargo xtask config --print [--quick] [--config FILE]` prints the
+//!   effective configuration as TOML.
+//!
+//! `--config FILE` is a partial TOML document merged onto the preset (full,
+//! or quick with `--quick`); see `xtask::config`.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,12 +49,36 @@ struct Cli {
 enum Cmd {
     /// Run every pipeline stage and write the report.
     Reproduce(ReproduceArgs),
-    /// Write models, evaluation subsets and Hessian eigenpairs as .npy files with a JSON index
-    /// (runs the stages that are not cached yet).
-    Export(ReproduceArgs),
+    /// Write models, evaluation subsets, Hessian eigenpairs and steered parameters as .npy files
+    /// and/or one safetensors file with a JSON index (runs the stages that are not cached yet).
+    Export(ExportArgs),
     /// Write a steered model's parameters (.npy + JSON) to DIR/steered/
     /// (runs the stages that are not cached yet).
     Steer(SteerArgs),
+    /// Show the effective configuration (preset + --config overrides).
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    common: ReproduceArgs,
+    /// Which files to write beside index.json.
+    #[arg(long, value_enum, default_value_t = xtask::export::Format::Npy)]
+    format: xtask::export::Format,
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Print the effective configuration as TOML (a valid --config file).
+    #[arg(long, required = true)]
+    print: bool,
+    /// Start from the --quick preset instead of the full one.
+    #[arg(long)]
+    quick: bool,
+    /// TOML file whose fields override the preset's.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +107,10 @@ struct ReproduceArgs {
     /// Small end-to-end configuration (CI / smoke test; its numbers are not the results).
     #[arg(long)]
     quick: bool,
+    /// TOML file whose fields override the preset's (full, or quick with --quick);
+    /// `cargo xtask config --print` shows every field.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Output directory: artifacts go to DIR/artifacts, the report to DIR/report [default: workspace root].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -93,10 +132,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let (export, args, req) = match Cli::parse().cmd {
-        Cmd::Reproduce(args) => (false, args, None),
-        Cmd::Export(args) => (true, args, None),
+        Cmd::Reproduce(args) => (None, args, None),
+        Cmd::Export(e) => (Some(e.format), e.common, None),
         Cmd::Steer(s) => (
-            false,
+            None,
             s.common,
             Some(xtask::steer::SteerRequest {
                 model: s.model,
@@ -106,12 +145,13 @@ fn main() -> Result<()> {
                 alpha: s.alpha,
             }),
         ),
+        Cmd::Config(c) => {
+            let cfg = effective_config(c.quick, c.config.as_deref())?;
+            print!("{}", cfg.to_toml());
+            return Ok(());
+        }
     };
-    let cfg = if args.quick {
-        config::ReproConfig::quick()
-    } else {
-        config::ReproConfig::full()
-    };
+    let cfg = effective_config(args.quick, args.config.as_deref())?;
     let digits = match args.digits_dir {
         Some(dir) => stages::DigitSource { dir, verify: false },
         None => stages::DigitSource {
@@ -123,10 +163,23 @@ fn main() -> Result<()> {
     if let Some(req) = req {
         let dir = xtask::steer(&cfg, &out, args.force, &digits, &req)?;
         tracing::info!("steered parameters written to {}", dir.display());
-    } else if export {
-        xtask::export(&cfg, &out, args.force, &digits)?;
+    } else if let Some(format) = export {
+        xtask::export::run(&cfg, &out, args.force, &digits, format)?;
     } else {
         xtask::reproduce(&cfg, &out, args.force, &digits)?;
     }
     Ok(())
+}
+
+/// The preset (quick or full) with the overrides of `file`, if any.
+fn effective_config(quick: bool, file: Option<&std::path::Path>) -> Result<config::ReproConfig> {
+    let base = if quick {
+        config::ReproConfig::quick()
+    } else {
+        config::ReproConfig::full()
+    };
+    match file {
+        Some(path) => config::ReproConfig::load_overrides(&base, path),
+        None => Ok(base),
+    }
 }

@@ -396,6 +396,8 @@ pub struct Outputs {
     pub modadd: ModAddResult,
     /// Hessian spectra: digits, patterns, mixed (pretrained CNN), modadd.
     pub hessian: Vec<crate::hessian::HessianResult>,
+    /// Per-layer curvature of the pretrained CNN: (set, rows).
+    pub hessian_blocks: Vec<(String, Vec<crate::blocks::BlockRow>)>,
     /// Hessian spectra of the mixed-only CNN: digits, patterns, mixed.
     pub hessian_mixed_only: Vec<crate::hessian::HessianResult>,
     /// Steering and independence of the pretrained CNN.
@@ -485,6 +487,33 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
             }
         }
     }
+    // per-layer curvature of the pretrained CNN (top eigenvalue, trace and
+    // top-eigenvector share per layer)
+    let bc = &cfg.hessian_blocks;
+    let (_, hessian_blocks) = ctx.stage(
+        "hessian_blocks",
+        version::HESSIAN,
+        &(hc, bc),
+        &[[pre_key, data_key].as_slice(), &hkeys].concat(),
+        || {
+            let mut out = Vec::new();
+            for (h, imgs) in hessian.iter().zip([&images.test_digits, &images.test_patterns, &images.test_mixed]) {
+                let data = Dataset::from_images(&imgs.first(hc.subset));
+                let rows = crate::blocks::per_block(
+                    &cnn_pretrained.model,
+                    &cnn_pretrained.theta,
+                    &data,
+                    hc.batch_size,
+                    &h.vectors,
+                    bc.k_top.min(h.vectors.len()),
+                    bc.probes,
+                    bc.seed,
+                )?;
+                out.push((h.set.clone(), rows));
+            }
+            Ok(out)
+        },
+    )?;
     let mut steered = Vec::new();
     for (model_name, model_key, trained, hs, keys, sc) in [
         ("pretrained", pre_key, &cnn_pretrained, &hessian, &hkeys, &cfg.steer),
@@ -534,6 +563,7 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         cnn_pretrained,
         modadd,
         hessian,
+        hessian_blocks,
         hessian_mixed_only,
         steer_pretrained,
         steer_mixed_only,

@@ -408,6 +408,7 @@ fn method_color(name: &str, names: &[&str]) -> RGBColor {
     match name {
         "gen_eig" => RGBColor(214, 39, 40),
         "curv_ascent" => RGBColor(44, 160, 44),
+        "guarded_ascent" => RGBColor(23, 190, 207),
         "unlearn" => RGBColor(148, 103, 189),
         "proj_grad" => RGBColor(255, 127, 14),
         "unprojected" => RGBColor(140, 86, 75),
@@ -958,8 +959,15 @@ along which the rule to keep is (to second order, on its sharpest directions) fl
 span of both top-k eigenspaces: the direction maximizing dᵀH_ablate d / dᵀ(H_keep + μI) d, i.e. the most curvature \
 of the ablated loss per unit of curvature of the kept loss.
 
-**curv_ascent**: a walk that ascends the ablated rule's calibration loss, each step guarded by the kept rule's \
-Hessian at θ* (penalizing its quadratic form) and projected out of its top eigenspace.
+**curv_ascent**: a walk that ascends the ablated rule's loss (on the calibration images that do not choose the \
+operating point, and only on samples still classified correctly), each step guarded by the kept rule's Hessian at θ* \
+(a pull −β(H_keep + μI)δ back along the directions where the kept rule would pay) and projected out of its top \
+eigenspace. The kept rule enters only through its curvature at θ*.
+
+**guarded_ascent**: the same walk with the kept rule's gradient at the current point as a second guard (the step's \
+component that would raise the kept loss is removed, and a restoring step along −∇L_keep is added once the kept \
+loss exceeds its θ* value by a small slack): a constrained ascent, maximize L_ablate subject to L_keep ≈ L_keep(θ*), \
+on the complement of the kept rule's top eigenspace. It reads the same data as the unlearning baseline.
 
 **unlearn**: Adam fine-tuning from θ* on L_keep − L_ablate (the usual unlearning objective), evaluated along its \
 iterates.
@@ -970,7 +978,7 @@ rule's top-k eigenspace; one run per seed, reported as mean ± standard deviatio
 
 **Semi-supervised**: *keep-known* — only the rule to keep has pure data; the rule to break is unknown. The methods \
 break the curvature of the **mixed** loss that the known keep rule does not share (gen_eig of (H_mixed, H_keep + μI), \
-ascent on the mixed loss guarded by H_keep), and the operating point maximizes the mixed loss while keeping the known \
+guarded ascent on the mixed loss guarded by the keep rule), and the operating point maximizes the mixed loss while keeping the known \
 rule. *ablate-known* — the rule to break is known but nothing of the rule to keep: the mixed data stand in for it \
 (both rules explain the mixed images, so breaking one module leaves mixed accuracy nearly intact), i.e. H_mixed and \
 mixed accuracy play the role of the kept rule.

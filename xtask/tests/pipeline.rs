@@ -43,7 +43,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     xtask::reproduce(&cfg, &b, false, &mnist()).unwrap();
     // same config and seeds -> bit-identical artifacts
     let (fa, fb) = (artifacts(&a), artifacts(&b));
-    assert_eq!(fa.len(), 13); // data, 3 training, 7 Hessian, 2 steering stages
+    assert_eq!(fa.len(), 14); // data, 3 training, 7 Hessian, per-layer, 2 steering stages
     assert_eq!(fa, fb);
 
     // second run in the same directory: every stage is a cache hit
@@ -73,7 +73,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     let runs = xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
     let recomputed: Vec<&str> = runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect();
     assert_eq!(recomputed, ["train_modadd", "hessian_modadd"]);
-    assert_eq!(artifacts(&a).len(), 15);
+    assert_eq!(artifacts(&a).len(), 16);
 
     // summary.json has the documented schema
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("report/summary.json")).unwrap()).unwrap();
@@ -98,6 +98,11 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         );
         assert!(h["max_rel_residual"].as_f64().is_some() && h["matvecs"].as_u64().is_some());
         assert!(h["seconds"].as_f64().is_some(), "hessian.{set}.seconds");
+    }
+    // per-layer curvature rows for every pretrained-CNN set
+    for set in ["digits", "patterns", "mixed"] {
+        let rows = s["hessian"][set]["blocks"].as_array().map(|a| a.len());
+        assert_eq!(rows, Some(5), "hessian.{set}.blocks");
     }
     // steering and independence keys (issue 8's schema)
     for m in ["pretrained", "mixed_only"] {

@@ -32,6 +32,17 @@
 //! recover the rest of the eigenspace. If `R^n` is exhausted the solver stops
 //! with [`StopReason::InvariantSubspace`] (all returned pairs are exact).
 //!
+//! A fresh sequence is deflated against the locked vectors `X_L`, so it never
+//! sees their couplings `x_l^T A x = r_l^T x` with its own Ritz vectors `x`
+//! (`r_l` the locked residuals). When a locked vector of a nearly repeated
+//! eigenvalue is still a mixture of the cluster, these couplings are of the
+//! size of `‖r_l‖` and would stay in the true residuals of the new pairs. The
+//! converged pairs of a fresh sequence are therefore locked together with a
+//! Rayleigh–Ritz step on the span of the new and the earlier locked vectors
+//! whose residual is not negligible (`> 10^-3` of the threshold), using the
+//! stored `A X_L` (no matvecs); the step is kept unless it raises the largest
+//! residual of that set. Locked pairs count as converged.
+//!
 //! The solver keeps `W = A V` (the matvec results), so the final residuals
 //! `‖A x − θ x‖ = ‖W y − θ V y‖` are *true* residuals that cost no extra
 //! matvecs.
@@ -525,11 +536,11 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                 } else {
                     !self.multiplicity_check
                 };
-                if done {
+                if done && self.nlocked() == 0 {
                     return Ok(self.finish(&theta, &y, StopReason::Converged));
                 }
-                // Verification round: deflate the converged wanted pairs and
-                // look for hidden copies with a fresh Krylov sequence.
+                // Lock the converged wanted pairs of this sequence (refined
+                // together with the earlier locked ones, see `lock`).
                 let fresh: Vec<usize> = wanted
                     .iter()
                     .filter_map(|c| match c.src {
@@ -538,6 +549,11 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
                     })
                     .collect();
                 self.lock(&theta, &y, &fresh, Some(thresh))?;
+                if done {
+                    return Ok(self.finish(&[], &[], StopReason::Converged));
+                }
+                // Verification round: with the converged wanted pairs
+                // deflated, look for hidden copies with a fresh Krylov sequence.
                 if self.matvecs >= self.max_matvecs {
                     return Ok(self.finish(&[], &[], StopReason::MaxMatvecs));
                 }

@@ -1076,6 +1076,11 @@ fn sin_largest_angle(oracle: &DenseOracle, lo: usize, hi: usize, v: &[f64], p: u
     }
 }
 
+/// `x <= tol`, false for NaN (so a NaN measurement fails its check).
+fn within(x: f64, tol: f64) -> bool {
+    x <= tol
+}
+
 impl CheckReport {
     /// Applies the tolerances in this order: number of pairs, convergence,
     /// orthonormality, values, true residuals, reported residuals, angles.
@@ -1097,8 +1102,7 @@ impl CheckReport {
                 matvecs: self.matvecs,
             });
         }
-        // NaN-safe comparisons: `!(x <= tol)` fails on NaN too.
-        if !(self.orthonormality_error <= tol.orthonormality) {
+        if !within(self.orthonormality_error, tol.orthonormality) {
             return Err(CheckError::Orthonormality {
                 error: self.orthonormality_error,
                 tol: tol.orthonormality,
@@ -1106,7 +1110,7 @@ impl CheckReport {
         }
         let s = self.scale;
         for (index, &error) in self.value_errors.iter().enumerate() {
-            if !(error <= tol.value * s) {
+            if !within(error, tol.value * s) {
                 return Err(CheckError::Value {
                     index,
                     got: self.values[index],
@@ -1119,7 +1123,7 @@ impl CheckReport {
             }
         }
         for (index, &residual) in self.true_residuals.iter().enumerate() {
-            if !(residual <= tol.residual * s) {
+            if !within(residual, tol.residual * s) {
                 return Err(CheckError::Residual {
                     index,
                     value: self.values[index],
@@ -1130,7 +1134,7 @@ impl CheckReport {
             }
         }
         for (index, (&reported, &actual)) in self.reported_residuals.iter().zip(&self.true_residuals).enumerate() {
-            if !((reported - actual).abs() <= tol.reported_residual * s) {
+            if !within((reported - actual).abs(), tol.reported_residual * s) {
                 return Err(CheckError::ReportedResidual {
                     index,
                     reported,
@@ -1141,7 +1145,7 @@ impl CheckReport {
             }
         }
         for c in &self.clusters {
-            if !(c.sin_angle <= tol.angle) {
+            if !within(c.sin_angle, tol.angle) {
                 return Err(CheckError::Angle {
                     low: c.low,
                     high: c.high,

@@ -25,6 +25,17 @@
 //! rule, not on making already-wrong predictions more wrong (the gradient of
 //! the cross-entropy does not vanish on them). Each point's α is `‖δ‖`.
 //!
+//! **Guarded ascent** (the same function with
+//! [`AscentParams::keep_gradient`], method `guarded_ascent`): a constrained
+//! ascent, maximise `L_a` subject to `L_k ≈ L_k(θ*)`. After the step above
+//! is formed, its component along `+∇L_k(θ* + δ)` is removed (the step is
+//! first-order neutral or better for the keep loss), and while
+//! `L_k(θ* + δ) − L_k(θ*)` exceeds `restore_tol` nats, a restoring component
+//! `−w ∇L_k/‖∇L_k‖` is added. The curvature terms still act: `P⊥_k`
+//! removes the keep rule's stiffest directions, where a first-order guard
+//! would be too late. This reads the keep data at every step, like the
+//! unlearning baseline.
+//!
 //! **Unlearning fine-tune** ([`unlearn`], method `unlearn`): Adam on
 //! `L_k − λ L_a` over minibatches of both calibration sets, the thing a
 //! practitioner would try first (it reads the keep rule's gradient at every
