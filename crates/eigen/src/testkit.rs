@@ -146,7 +146,7 @@ impl Spectrum {
 }
 
 /// A standard normal sample (Box–Muller).
-pub fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
+fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.gen::<f64>().max(1e-300);
     let u2: f64 = rng.gen::<f64>();
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
