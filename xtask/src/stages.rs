@@ -497,7 +497,10 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         &[[pre_key, data_key].as_slice(), &hkeys].concat(),
         || {
             let mut out = Vec::new();
-            for (h, imgs) in hessian.iter().zip([&images.test_digits, &images.test_patterns, &images.test_mixed]) {
+            for (h, imgs) in hessian
+                .iter()
+                .zip([&images.test_digits, &images.test_patterns, &images.test_mixed])
+            {
                 let data = Dataset::from_images(&imgs.first(hc.subset));
                 let rows = crate::blocks::per_block(
                     &cnn_pretrained.model,

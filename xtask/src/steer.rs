@@ -492,11 +492,12 @@ pub fn run(
         let span: Vec<Vec<f64>> = [uvecs[ablate].clone(), uvecs[keep].clone()].concat();
         let ha = [prod(ablate, ablate), prod(keep, ablate)].concat();
         let hk = [prod(ablate, keep), prod(keep, keep)].concat();
-        let g = direction::generalized(&span, &ha, &hk, cfg.mu)?;
+        let g = direction::generalized_auto(&span, &ha, &hk, cfg.mu)?;
         let info: BTreeMap<String, f64> = [
             ("ratio".to_string(), g.ratio),
             ("ablate_curvature".to_string(), g.ablate_curvature),
             ("keep_curvature".to_string(), g.keep_curvature),
+            ("mu".to_string(), g.mu),
         ]
         .into_iter()
         .collect();
@@ -674,8 +675,10 @@ pub fn run(
             let span: Vec<Vec<f64>> = [uvecs[brk].clone(), uvecs[guard].clone()].concat();
             let ha = [prod(brk, brk), prod(guard, brk)].concat();
             let hk = [prod(brk, guard), prod(guard, guard)].concat();
-            let g = direction::generalized(&span, &ha, &hk, cfg.mu)?;
-            let info: BTreeMap<String, f64> = [("ratio".to_string(), g.ratio)].into_iter().collect();
+            let g = direction::generalized_auto(&span, &ha, &hk, cfg.mu)?;
+            let info: BTreeMap<String, f64> = [("ratio".to_string(), g.ratio), ("mu".to_string(), g.mu)]
+                .into_iter()
+                .collect();
             let (r, t) = ctx.line("gen_eig", &g.direction, &rule, keep, info)?;
             runs.push(r);
             thetas.push(t);

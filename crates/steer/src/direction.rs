@@ -124,12 +124,33 @@ pub struct Generalized {
     pub keep_curvature: f64,
     /// Dimension of the span actually used (after dropping dependent vectors).
     pub span_rank: usize,
+    /// The ridge μ actually used (see [`generalized_auto`]).
+    pub mu: f64,
 }
 
 /// The top generalized eigenvector of `(H_a, H_k + μI)` restricted to
 /// `span(S)`, from the products `ha[i] = H_a s_i`, `hk[i] = H_k s_i` (see the
 /// module docs for the math).
 pub fn generalized(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64) -> Result<Generalized, SteerError> {
+    solve(span, ha, hk, mu, false)
+}
+
+/// Like [`generalized`], but when `H_k + μI` is not positive definite on the
+/// span (a keep loss away from its minimum, e.g. a model that never trained
+/// on the keep rule's pure data), the ridge is raised to `μ − λ_min(H_k|span)`
+/// so that the smallest eigenvalue of `H_k + μI` on the span is the
+/// original μ; whenever [`generalized`] succeeds, both agree. The ridge
+/// used is returned in [`Generalized::mu`].
+pub fn generalized_auto(
+    span: &[Vec<f64>],
+    ha: &[Vec<f64>],
+    hk: &[Vec<f64>],
+    mu: f64,
+) -> Result<Generalized, SteerError> {
+    solve(span, ha, hk, mu, true)
+}
+
+fn solve(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64, auto: bool) -> Result<Generalized, SteerError> {
     let m = span.len();
     if m == 0 {
         return Err(SteerError::Invalid {
@@ -212,6 +233,13 @@ pub fn generalized(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64)
     };
     let ab = congruence(&a);
     let mut kb = congruence(&k);
+    let mut mu = mu;
+    if auto {
+        let (e0, _) = sym_eig(&kb, r)?;
+        if e0[0] + mu <= 0.0 {
+            mu -= e0[0];
+        }
+    }
     for i in 0..r {
         kb[i * r + i] += mu;
     }
@@ -266,6 +294,7 @@ pub fn generalized(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64)
         ablate_curvature,
         keep_curvature,
         span_rank: r,
+        mu,
     })
 }
 

@@ -128,6 +128,11 @@ fn generalized_rejects_bad_input() {
     let err = generalized(&span, &ok, &neg, 0.5).unwrap_err();
     assert!(err.to_string().contains("positive definite"), "{err}");
     assert!(generalized(&[], &[], &[], 0.0).is_err());
+    // the automatic ridge shifts an indefinite H_k until it is definite
+    let g = direction::generalized_auto(&span, &ok, &neg, 0.5).unwrap();
+    assert!((g.mu - 1.5).abs() < 1e-12, "{}", g.mu);
+    let g = direction::generalized_auto(&span, &ok, &ok, 0.5).unwrap();
+    assert_eq!(g.mu, 0.5);
 }
 
 proptest! {
