@@ -350,7 +350,7 @@ impl ReproConfig {
         c.hessian_modadd.slq_probes = 2;
         c.hessian_modadd.slq_steps = 15;
         c.hessian_blocks.probes = 2;
-        c.hessian_blocks.k_top = 3;
+        c.hessian_blocks.k_top = 2;
         c.steer.cal_eval = 128;
         c.steer.heldout_start = 500;
         c.steer.heldout_size = 500;
@@ -359,17 +359,18 @@ impl ReproConfig {
         c.steer.alphas = vec![0.25, 0.5, 1.0, 2.0, 4.0];
         c.steer.random_seeds = vec![1, 2];
         c.steer.random_trials = 2;
-        c.steer.ascent.steps = 12;
+        c.steer.ascent.steps = 8;
         c.steer.ascent.step_size = 0.2;
         c.steer.ascent.record_every = 3;
         c.steer.guarded.record_every = 3;
-        c.steer.guarded.steps = 12;
+        c.steer.guarded.steps = 8;
         c.steer.guarded.step_size = 0.2;
         c.steer.walk_k = 5;
         c.steer.ascent_keep_subset = 128;
-        c.steer.unlearn.steps = 40;
+        c.steer.unlearn.steps = 20;
+        c.steer.heldout_size = 300;
         c.steer.relearn_samples = 32;
-        c.steer.relearn.record_at = vec![0, 10, 25];
+        c.steer.relearn.record_at = vec![0, 10];
         c.steer_mixed_only = c.steer.clone();
         c
     }

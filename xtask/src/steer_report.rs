@@ -408,7 +408,7 @@ fn method_color(name: &str, names: &[&str]) -> RGBColor {
     match name {
         "gen_eig" => RGBColor(214, 39, 40),
         "curv_ascent" => RGBColor(44, 160, 44),
-        "guarded_ascent" => RGBColor(23, 190, 207),
+        "guarded_ascent" => RGBColor(0, 0, 0),
         "unlearn" => RGBColor(148, 103, 189),
         "proj_grad" => RGBColor(255, 127, 14),
         "unprojected" => RGBColor(140, 86, 75),
