@@ -3,7 +3,7 @@ HVP with the primal work done once, via `jax.linearize(jax.grad(loss), θ)`
 (jit-compiled), timed next to the peer's own gradient and HVP.
 
 Usage: python scripts/jax_linearized_hvp.py PEER_SCRIPT [batch] [f32|f64]
-  PEER_SCRIPT is shared/peer/jax_hvp.py, run as-is via runpy (it prints its
+  PEER_SCRIPT is scripts/jax_hvp.py, run as-is via runpy (it prints its
   gradient/HVP line first). Prints one more line: the linearized HVP's median
   time and its ratio to the peer's gradient. Needs jax. Not used by CI.
 """

@@ -144,6 +144,62 @@ fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_ev
 impl ReproConfig {
     /// The full configuration (the numbers in the report).
     pub fn full() -> Self {
+        let mut c = Self::full_with_one_steer_config();
+        // The mixed-only CNN: the same steering, but its pure-set Hessians
+        // keep k = 20 (no `seed_k50`).
+        c.steer_mixed_only.seed_ks = vec![20];
+        c.steer_mixed_only.walk_k = 20;
+        c
+    }
+
+    fn full_with_one_steer_config() -> Self {
+        let steer = SteerConfig {
+            cal_eval: 1024,
+            heldout_start: 5000,
+            heldout_size: 5000,
+            k: 20,
+            seed_ks: vec![20, 50],
+            mu: 0.1,
+            alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
+            random_seeds: vec![1, 2, 3, 4, 5],
+            random_trials: 5,
+            ascent: AscentParams {
+                steps: 100,
+                step_size: 0.02,
+                beta: 1.0,
+                mu: 0.1,
+                record_every: 4,
+                keep_gradient: false,
+                restore_tol: 0.0,
+                restore_weight: 0.0,
+            },
+            guarded: AscentParams {
+                steps: 100,
+                step_size: 0.02,
+                beta: 1.0,
+                mu: 0.1,
+                record_every: 4,
+                keep_gradient: true,
+                restore_tol: 0.002,
+                restore_weight: 2.0,
+            },
+            walk_k: 50,
+            ascent_keep_subset: 1024,
+            unlearn: UnlearnParams {
+                steps: 300,
+                batch: 64,
+                lr: 1e-4,
+                ascent_weight: 1.0,
+                seed: 9,
+                record_every: 5,
+            },
+            relearn_samples: 64,
+            relearn: RelearnParams {
+                lr: 1e-3,
+                record_at: vec![0, 10, 25, 50, 100],
+            },
+            max_keep_drop: 0.02,
+        };
         Self {
             quick: false,
             data: DataConfig {
@@ -219,100 +275,8 @@ impl ReproConfig {
                 k_top: 5,
                 seed: 17,
             },
-            steer: SteerConfig {
-                cal_eval: 1024,
-                heldout_start: 5000,
-                heldout_size: 5000,
-                k: 20,
-                seed_ks: vec![20, 50],
-                mu: 0.1,
-                alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
-                random_seeds: vec![1, 2, 3, 4, 5],
-                random_trials: 5,
-                ascent: AscentParams {
-                    steps: 100,
-                    step_size: 0.02,
-                    beta: 1.0,
-                    mu: 0.1,
-                    record_every: 4,
-                    keep_gradient: false,
-                    restore_tol: 0.0,
-                    restore_weight: 0.0,
-                },
-                guarded: AscentParams {
-                    steps: 100,
-                    step_size: 0.02,
-                    beta: 1.0,
-                    mu: 0.1,
-                    record_every: 4,
-                    keep_gradient: true,
-                    restore_tol: 0.002,
-                    restore_weight: 2.0,
-                },
-                walk_k: 50,
-                ascent_keep_subset: 1024,
-                unlearn: UnlearnParams {
-                    steps: 300,
-                    batch: 64,
-                    lr: 1e-4,
-                    ascent_weight: 1.0,
-                    seed: 9,
-                    record_every: 5,
-                },
-                relearn_samples: 64,
-                relearn: RelearnParams {
-                    lr: 1e-3,
-                    record_at: vec![0, 10, 25, 50, 100],
-                },
-                max_keep_drop: 0.02,
-            },
-            steer_mixed_only: SteerConfig {
-                cal_eval: 1024,
-                heldout_start: 5000,
-                heldout_size: 5000,
-                k: 20,
-                seed_ks: vec![20],
-                mu: 0.1,
-                alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
-                random_seeds: vec![1, 2, 3, 4, 5],
-                random_trials: 5,
-                ascent: AscentParams {
-                    steps: 100,
-                    step_size: 0.02,
-                    beta: 1.0,
-                    mu: 0.1,
-                    record_every: 4,
-                    keep_gradient: false,
-                    restore_tol: 0.0,
-                    restore_weight: 0.0,
-                },
-                guarded: AscentParams {
-                    steps: 100,
-                    step_size: 0.02,
-                    beta: 1.0,
-                    mu: 0.1,
-                    record_every: 4,
-                    keep_gradient: true,
-                    restore_tol: 0.002,
-                    restore_weight: 2.0,
-                },
-                walk_k: 20,
-                ascent_keep_subset: 1024,
-                unlearn: UnlearnParams {
-                    steps: 300,
-                    batch: 64,
-                    lr: 1e-4,
-                    ascent_weight: 1.0,
-                    seed: 9,
-                    record_every: 5,
-                },
-                relearn_samples: 64,
-                relearn: RelearnParams {
-                    lr: 1e-3,
-                    record_at: vec![0, 10, 25, 50, 100],
-                },
-                max_keep_drop: 0.02,
-            },
+            steer_mixed_only: steer.clone(),
+            steer,
         }
     }
 

@@ -259,6 +259,46 @@ impl Ctx<'_> {
         run.direction = keep_dir.then(|| d.iter().map(|&x| x as f32).collect());
         Ok((run, theta))
     }
+
+    /// One ascent walk (`curv_ascent`, or `guarded_ascent` when
+    /// `params.keep_gradient`) from θ*, with a progress bar, finished at its
+    /// operating point.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        method: &str,
+        label: &str,
+        ascend: &Dataset,
+        guard_op: &dyn gensplit_eigen::LinearOperator,
+        guard_basis: &Basis,
+        guard_data: &Dataset,
+        params: &AscentParams,
+        rule: &Rule,
+        keep_set: &str,
+    ) -> Result<(MethodRun, Vec<f32>)> {
+        let pb = bar(params.steps, label);
+        let (pts, ths) = walk::curvature_ascent(
+            self.model,
+            self.theta,
+            ascend,
+            guard_op,
+            Some(guard_basis),
+            params.keep_gradient.then_some(guard_data),
+            params,
+            &self.eval_sets(),
+            &mut |t| pb.set_position(t as u64),
+        )?;
+        pb.finish_and_clear();
+        self.finish(
+            method,
+            pts,
+            &|i| Ok(ths[i].clone()),
+            rule,
+            keep_set,
+            BTreeMap::new(),
+            None,
+        )
+    }
 }
 
 fn dir_name(ablate: &str) -> String {
@@ -521,50 +561,19 @@ pub fn run(
         let walk_basis = basis(keep, cfg.walk_k)?;
         let keep_op =
             HessianOperator::<_, f32>::new(model, theta32.clone(), &keep_data, hc.batch_size, Curvature::Hessian)?;
-        let pb = bar(cfg.ascent.steps, &label);
-        let (pts, ths) = walk::curvature_ascent(
-            model,
-            theta,
-            &ctx.cal_walk[ablate],
-            &keep_op,
-            Some(&walk_basis),
-            None,
-            &cfg.ascent,
-            &ctx.eval_sets(),
-            &mut |t| pb.set_position(t as u64),
-        )?;
-        pb.finish_and_clear();
-        push(ctx.finish(
-            "curv_ascent",
-            pts,
-            &|i| Ok(ths[i].clone()),
-            &rule,
-            keep,
-            BTreeMap::new(),
-            None,
-        )?);
-        let pb = bar(cfg.guarded.steps, &label);
-        let (pts, ths) = walk::curvature_ascent(
-            model,
-            theta,
-            &ctx.cal_walk[ablate],
-            &keep_op,
-            Some(&walk_basis),
-            Some(&keep_data),
-            &cfg.guarded,
-            &ctx.eval_sets(),
-            &mut |t| pb.set_position(t as u64),
-        )?;
-        pb.finish_and_clear();
-        push(ctx.finish(
-            "guarded_ascent",
-            pts,
-            &|i| Ok(ths[i].clone()),
-            &rule,
-            keep,
-            BTreeMap::new(),
-            None,
-        )?);
+        for (method, params) in [("curv_ascent", &cfg.ascent), ("guarded_ascent", &cfg.guarded)] {
+            push(ctx.walk(
+                method,
+                &label,
+                &ctx.cal_walk[ablate],
+                &keep_op,
+                &walk_basis,
+                &keep_data,
+                params,
+                &rule,
+                keep,
+            )?);
+        }
         let (pts, ths) = walk::unlearn(
             model,
             theta,
@@ -688,27 +697,16 @@ pub fn run(
             let guard_data = gw.gather(&(0..cfg.ascent_keep_subset.min(gw.len())).collect::<Vec<_>>());
             let guard_op =
                 HessianOperator::<_, f32>::new(model, theta32.clone(), &guard_data, hc.batch_size, Curvature::Hessian)?;
-            let pb = bar(cfg.ascent.steps, &format!("{scenario} -{ablate}"));
-            let (pts, ths) = walk::curvature_ascent(
-                model,
-                theta,
+            let (r, t) = ctx.walk(
+                "guarded_ascent",
+                &format!("{scenario} -{ablate}"),
                 &ctx.cal_walk[brk],
                 &guard_op,
-                Some(&guard_basis),
-                Some(&guard_data),
+                &guard_basis,
+                &guard_data,
                 &cfg.guarded,
-                &ctx.eval_sets(),
-                &mut |t| pb.set_position(t as u64),
-            )?;
-            pb.finish_and_clear();
-            let (r, t) = ctx.finish(
-                "guarded_ascent",
-                pts,
-                &|i| Ok(ths[i].clone()),
                 &rule,
                 keep,
-                BTreeMap::new(),
-                None,
             )?;
             runs.push(r);
             thetas.push(t);

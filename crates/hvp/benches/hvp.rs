@@ -1,6 +1,7 @@
 //! Gradient vs exact Hessian-vector product of the reference CNN
 //! (29,018 parameters) at batch 256 and 1024, f32 and f64, on random images
-//! in [0, 1] with random labels (DESIGN-NOTES §5 has JAX's numbers).
+//! in [0, 1] with random labels (JAX's numbers: `scripts/jax_hvp.py`; on the 2-core machine it measured
+//! 21 ms / 51 ms gradient / HVP at batch 256 f32 and 184 ms / 337 ms at 1024).
 
 // `criterion_group!` generates an undocumented function.
 #![allow(missing_docs)]

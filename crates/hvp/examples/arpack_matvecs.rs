@@ -1,7 +1,7 @@
 //! Matvec counts of gensplit's Lanczos on the reference CNN's Hessian, for
 //! comparison with ARPACK (`scipy.sparse.linalg.eigsh`, which='LA',
-//! tol 1e-6) in `shared/peer/jax_hvp.py --eigsh`: top-1 in 21, top-5 in 33,
-//! top-20 in 86 matvecs at batch 256 (DESIGN-NOTES §5).
+//! tol 1e-6) in `scripts/jax_hvp.py --eigsh`: top-1 in 21, top-5 in 33,
+//! top-20 in 86 matvecs at batch 256 (measured on the 2-core machine).
 //!
 //! Same setting as the peer script: He-normal weights (std √(2/fan_in)),
 //! zero biases, uniform random images, random labels, batch 256; f64 HVPs.

@@ -1,5 +1,5 @@
 //! Whole-call timings of the reference CNN's gradient and exact HVP, for a
-//! quick look next to the JAX peer (`python ../shared/peer/jax_hvp.py B f32`).
+//! quick look next to the JAX peer (`python scripts/jax_hvp.py B f32`).
 //! The criterion bench (`benches/hvp.rs`) is the measurement of record.
 //!
 //! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps] [hvp|grad|cached]`

@@ -1,7 +1,7 @@
 //! Criterion benches: the conv op (forward + backward) and the reference
 //! CNN's loss gradient at batch 256 and 1024 (f32). Peer numbers on this
 //! machine kind (JAX jit, XLA CPU, 2 cores): gradient 21 ms at 256, 184 ms
-//! at 1024 (DESIGN-NOTES §5).
+//! at 1024 (`scripts/jax_hvp.py`).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 

@@ -4,7 +4,9 @@
 //! `h = ReLU(W₁ [E(a) ; E(b)] + b₁)` with `W₁: [h, 2d]`, logits
 //! `W₂ h + b₂` with `W₂: [p, h]`. Defaults p = 59, d = 16, h = 128. The
 //! embedding bottleneck is what makes the trained network use a handful of
-//! Fourier frequencies (DESIGN-NOTES §8).
+//! Fourier frequencies (with p = 59 a JAX run of this architecture put 91% of
+//! the embedding's Fourier power in 5 frequencies; without the embedding it
+//! spread over all 29).
 
 use crate::model::{uniform_fan_in, Inputs, Model, ModelError};
 use crate::ops::Ops;

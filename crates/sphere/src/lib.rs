@@ -4,8 +4,9 @@
 //! top of a trained network that pushes the flat parameter vector away from
 //! the minimum along Hessian eigendirections, on spheres of growing radius,
 //! until one generalization module breaks (scored on modular addition, where
-//! each key Fourier frequency is a module). See `DESIGN-NOTES` §6 for the
-//! starting point and why the naive version fails at a saturated minimum.
+//! each key Fourier frequency is a module). A probe found that the naive
+//! version fails at a saturated minimum: there the top Hessian eigenvalues
+//! are flat and every top eigenvector spreads over all frequencies.
 //!
 //! It is deliberately empty until the curvature core lands: no placeholder
 //! functions are exported.
