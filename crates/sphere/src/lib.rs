@@ -1,12 +1,73 @@
-//! # gensplit-sphere (planned; nothing implemented yet)
+//! # gensplit-sphere
 //!
-//! This crate will hold the unsupervised "sphere search": an optimisation on
-//! top of a trained network that pushes the flat parameter vector away from
-//! the minimum along Hessian eigendirections, on spheres of growing radius,
-//! until one generalization module breaks (scored on modular addition, where
-//! each key Fourier frequency is a module). A probe found that the naive
-//! version fails at a saturated minimum: there the top Hessian eigenvalues
-//! are flat and every top eigenvector spreads over all frequencies.
+//! Unsupervised sphere search: find the modules of a trained network from
+//! its training loss alone. Starting at a minimum θ*, push the weights out
+//! on spheres of growing radius `r` in a search space `δ = B c`, `‖c‖ = r`,
+//! minimising a loss at each radius; when the cheapest way to move a fixed
+//! distance is to delete ONE redundant module completely (its vote is lost,
+//! the others still carry the margin), the solution concentrates, a
+//! label-free order parameter jumps, and the module becomes visible.
+//! Deflation (searching again orthogonal to the breaks found) enumerates
+//! the modules.
 //!
-//! It is deliberately empty until the curvature core lands: no placeholder
-//! functions are exported.
+//! * [`space`]: search spaces — orthonormal eigen-slices, whitened
+//!   slices, and "shrink" coordinates over parameter groups (hidden units).
+//! * [`objective`]: losses of the logits (cross-entropy with a temperature,
+//!   a fixed-margin loss) differentiated through any model over
+//!   `gensplit_models::Ops`, and the [`Objective`] trait for your own.
+//! * [`search`]: the Riemannian optimizer on the sphere with linear and box
+//!   constraints, seeded starts, warm starts along the radius schedule and
+//!   an observer.
+//! * [`order`]: order parameters (participation ratio, concentration over
+//!   groups, curvature of L(r)) and the transition detector.
+//! * [`enumerate`]: deflation.
+//!
+//! The search never reads labels beyond the training loss; scoring against
+//! ground truth (for modular addition, the Fourier frequencies) is the
+//! caller's business (`xtask`'s `sphere_*` stages).
+//!
+//! ## Example: three planted redundant modules
+//!
+//! A lookup network for `(a + b) mod 3` with three complete copies of the
+//! table ("modules") voting with strengths 2, 3 and 4: every module alone
+//! classifies every pair. In shrink coordinates over the three modules'
+//! hidden units, the loss on the sphere of radius 1 is lowest when the
+//! whole damage sits on the weakest module, and deflation then finds the
+//! other two.
+//!
+//! ```
+//! use gensplit_models::Model;
+//! use gensplit_sphere::{planted, search, unit_groups, Avoid, Coords, LogitLoss, ModelObjective, SphereParams};
+//! let (model, theta, data) = planted::lookup_modules(3, &[2.0, 3.0, 4.0]);
+//! let units = unit_groups(model.layout(), "fc1", "fc2").unwrap();
+//! // one coordinate per module: the union of its 9 units' weights
+//! let modules: Vec<Vec<usize>> = units.chunks(9).map(|c| c.concat()).collect();
+//! let coords = Coords::shrink(&theta, &modules).unwrap();
+//! let obj = ModelObjective::new(&model, &data, LogitLoss::CE, 0).unwrap();
+//! let params = SphereParams { radii: vec![0.5, 1.0], bounds: Some((0.0, 1.0)), starts: 2, ..Default::default() };
+//! let paths = search(&obj, &theta, &coords, &params, &Avoid::default(), &mut |_| {}).unwrap();
+//! let c = &paths[0].points[1].c; // radius 1: the weakest module is deleted
+//! assert!(c[0] > 0.99 && c[1] < 0.01 && c[2] < 0.01, "{c:?}");
+//! // deflation: search again with the deleted module held at zero
+//! let avoid = Avoid { frozen: vec![0], ..Default::default() };
+//! let again = search(&obj, &theta, &coords, &params, &avoid, &mut |_| {}).unwrap();
+//! let c2 = &again[0].points[1].c;
+//! assert!(c2[1] > 0.99 && c2[0] < 0.01, "{c2:?}");
+//! ```
+
+pub mod enumerate;
+pub mod error;
+pub mod objective;
+pub mod order;
+pub mod planted;
+pub mod search;
+pub mod space;
+
+pub use enumerate::{enumerate, Break, EnumStop, EnumerateParams, Enumeration};
+pub use error::SphereError;
+pub use objective::{LogitLoss, ModelObjective, Objective};
+pub use order::{
+    detect_transition, group_concentration, loss_curvature, participation_ratio, Concentration, Transition,
+};
+pub use search::{search, Avoid, Event, RadiusPoint, SphereParams, StartPath};
+pub use space::{unit_groups, Coords};

@@ -1,0 +1,198 @@
+//! Search spaces: a set of directions in θ-space and the coordinates `c`
+//! on them.
+//!
+//! A move is `δ(c) = Σᵢ cᵢ bᵢ` for columns `bᵢ ∈ ℝⁿ` (n = number of
+//! parameters) and the sphere is `‖c‖₂ = r` in the coordinates, so the units
+//! of `r` are those of the columns:
+//!
+//! * [`Coords::orthonormal`]: orthonormal columns (a slice of a Hessian or
+//!   Gauss–Newton spectrum): `‖δ‖ = ‖c‖`, `r` in units of θ.
+//! * [`Coords::whitened`]: columns `uᵢ / √λᵢ` of an eigen-slice: the
+//!   quadratic model of the loss increase is `‖c‖²/2` in every direction,
+//!   so only higher-order terms pick the direction (DESIGN §6 reading).
+//! * [`Coords::shrink`]: one column per parameter group `G`, equal to
+//!   `−θ|_G` (the group's own weights, negated). `cᵢ = 1` deletes group i,
+//!   `cᵢ ∈ [0, 1]` shrinks it; the sphere radius counts "deleted groups"
+//!   (`r = √m` deletes m groups). Groups are e.g. a hidden unit's incoming
+//!   and outgoing weights ([`unit_groups`]); the search then uses a box
+//!   constraint `c ∈ [0, 1]^K` so that it can only damage, never amplify.
+
+use crate::SphereError;
+use gensplit_models::ParamLayout;
+
+/// A search space: `K` columns of length `n`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Coords {
+    cols: Vec<Vec<f64>>,
+    n: usize,
+    /// Diagonal quadratic model `Bᵀ H B` when the columns are scaled
+    /// eigenvectors (used by the loss-minus-quadratic objective).
+    curvature: Option<Vec<f64>>,
+}
+
+impl Coords {
+    /// Orthonormal columns (not checked beyond lengths; pass eigenvectors).
+    /// `values` are their eigenvalues (the quadratic model), if known.
+    pub fn orthonormal(cols: Vec<Vec<f64>>, values: Option<Vec<f64>>) -> Result<Self, SphereError> {
+        Self::new(cols, values)
+    }
+
+    /// Whitened eigen-slice: columns `uᵢ / √λᵢ`; eigenvalues ≤ `floor` are
+    /// clamped to `floor` (> 0) so that tiny or negative ones do not become
+    /// infinite steps. The quadratic model becomes `λᵢ / max(λᵢ, floor)`.
+    pub fn whitened(vectors: Vec<Vec<f64>>, values: &[f64], floor: f64) -> Result<Self, SphereError> {
+        if !(floor > 0.0) {
+            return Err(SphereError::Param {
+                field: "floor",
+                reason: format!("must be > 0, got {floor}"),
+            });
+        }
+        if values.len() != vectors.len() {
+            return Err(SphereError::Length {
+                what: "eigenvalues",
+                expected: vectors.len(),
+                got: values.len(),
+            });
+        }
+        let mut curv = Vec::with_capacity(values.len());
+        let cols = vectors
+            .into_iter()
+            .zip(values)
+            .map(|(v, &l)| {
+                let s = l.max(floor);
+                curv.push(l / s);
+                v.into_iter().map(|x| x / s.sqrt()).collect()
+            })
+            .collect();
+        Self::new(cols, Some(curv))
+    }
+
+    /// Shrink coordinates: column i is `−θ` restricted to `groups[i]`
+    /// (indices into θ). Empty groups and groups whose weights are all zero
+    /// are rejected (they would be dead coordinates).
+    pub fn shrink(theta: &[f64], groups: &[Vec<usize>]) -> Result<Self, SphereError> {
+        let n = theta.len();
+        let mut cols = Vec::with_capacity(groups.len());
+        for (gi, g) in groups.iter().enumerate() {
+            let mut col = vec![0.0; n];
+            for &i in g {
+                if i >= n {
+                    return Err(SphereError::Param {
+                        field: "groups",
+                        reason: format!("group {gi} has index {i} ≥ {n} parameters"),
+                    });
+                }
+                col[i] = -theta[i];
+            }
+            if col.iter().all(|&x| x == 0.0) {
+                return Err(SphereError::Param {
+                    field: "groups",
+                    reason: format!("group {gi} is empty or all its weights are zero"),
+                });
+            }
+            cols.push(col);
+        }
+        Self::new(cols, None)
+    }
+
+    fn new(cols: Vec<Vec<f64>>, curvature: Option<Vec<f64>>) -> Result<Self, SphereError> {
+        let Some(n) = cols.first().map(Vec::len) else {
+            return Err(SphereError::Param {
+                field: "columns",
+                reason: "the search space has no directions".into(),
+            });
+        };
+        for c in &cols {
+            if c.len() != n {
+                return Err(SphereError::Length {
+                    what: "search-space column",
+                    expected: n,
+                    got: c.len(),
+                });
+            }
+        }
+        if let Some(q) = &curvature {
+            if q.len() != cols.len() {
+                return Err(SphereError::Length {
+                    what: "quadratic model",
+                    expected: cols.len(),
+                    got: q.len(),
+                });
+            }
+        }
+        Ok(Self { cols, n, curvature })
+    }
+
+    /// Number of coordinates K.
+    pub fn dim(&self) -> usize {
+        self.cols.len()
+    }
+    /// Number of parameters n.
+    pub fn params(&self) -> usize {
+        self.n
+    }
+    /// The columns.
+    pub fn columns(&self) -> &[Vec<f64>] {
+        &self.cols
+    }
+    /// `Bᵀ H B` diagonal, when known.
+    pub fn curvature(&self) -> Option<&[f64]> {
+        self.curvature.as_deref()
+    }
+    /// `δ(c) = B c`.
+    pub fn delta(&self, c: &[f64]) -> Vec<f64> {
+        let mut d = vec![0.0; self.n];
+        for (ci, col) in c.iter().zip(&self.cols) {
+            if *ci != 0.0 {
+                d.iter_mut().zip(col).for_each(|(a, b)| *a += ci * b);
+            }
+        }
+        d
+    }
+    /// `Bᵀ g` (a gradient in θ pulled back to the coordinates).
+    pub fn pullback(&self, g: &[f64]) -> Vec<f64> {
+        self.cols
+            .iter()
+            .map(|col| col.iter().zip(g).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+}
+
+/// The parameter groups of the hidden units between two linear layers
+/// named `first` (weight `[h, in]`, bias `[h]`) and `second` (weight
+/// `[out, h]`): group j holds unit j's incoming weights, its bias and its
+/// outgoing weights. Block names are `"<layer>.weight"` / `"<layer>.bias"`.
+pub fn unit_groups(layout: &ParamLayout, first: &str, second: &str) -> Result<Vec<Vec<usize>>, SphereError> {
+    let find = |name: String| {
+        layout
+            .blocks()
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+            .ok_or_else(|| SphereError::Param {
+                field: "layer",
+                reason: format!("no parameter block named `{name}`"),
+            })
+    };
+    let w1 = find(format!("{first}.weight"))?;
+    let b1 = find(format!("{first}.bias"))?;
+    let w2 = find(format!("{second}.weight"))?;
+    if w1.shape.len() != 2 || w2.shape.len() != 2 || b1.shape != [w1.shape[0]] || w2.shape[1] != w1.shape[0] {
+        return Err(SphereError::Param {
+            field: "layer",
+            reason: format!(
+                "`{first}` {:?}/{:?} and `{second}` {:?} are not two linear layers around one hidden layer",
+                w1.shape, b1.shape, w2.shape
+            ),
+        });
+    }
+    let (h, fan_in, out) = (w1.shape[0], w1.shape[1], w2.shape[0]);
+    Ok((0..h)
+        .map(|j| {
+            let mut g: Vec<usize> = (0..fan_in).map(|i| w1.offset + j * fan_in + i).collect();
+            g.push(b1.offset + j);
+            g.extend((0..out).map(|o| w2.offset + o * h + j));
+            g
+        })
+        .collect())
+}

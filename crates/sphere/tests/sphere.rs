@@ -1,0 +1,314 @@
+//! The sphere search: planted modules, the sphere constraint, order
+//! parameters against hand-computed cases, deflation, and gradients
+//! against finite differences.
+
+use gensplit_models::Model;
+use gensplit_sphere::*;
+use proptest::prelude::*;
+
+/// `L(θ) = Σᵢ aᵢ θᵢ⁴/4 − Σᵢ bᵢ θᵢ² / 2`: a separable non-convex toy.
+struct Toy {
+    a: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl Objective for Toy {
+    fn dim(&self) -> usize {
+        self.a.len()
+    }
+    fn value_grad(&self, th: &[f64], g: &mut [f64]) -> Result<f64, SphereError> {
+        let mut f = 0.0;
+        for i in 0..th.len() {
+            f += self.a[i] * th[i].powi(4) / 4.0 - self.b[i] * th[i] * th[i] / 2.0;
+            g[i] = self.a[i] * th[i].powi(3) - self.b[i] * th[i];
+        }
+        Ok(f)
+    }
+}
+
+fn eye(n: usize) -> Vec<Vec<f64>> {
+    (0..n)
+        .map(|i| {
+            let mut v = vec![0.0; n];
+            v[i] = 1.0;
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn planted_units_the_weakest_module_breaks_whole() {
+    let (model, theta, data) = planted::lookup_modules(3, &[2.0, 3.0, 4.0]);
+    let units = unit_groups(model.layout(), "fc1", "fc2").unwrap();
+    assert_eq!(units.len(), 27);
+    let coords = Coords::shrink(&theta, &units).unwrap();
+    let obj = ModelObjective::new(&model, &data, LogitLoss::CE, 0).unwrap();
+    let params = SphereParams {
+        radii: vec![1.0, 2.0, 3.0],
+        bounds: Some((0.0, 1.0)),
+        starts: 3,
+        iters: 120,
+        ..Default::default()
+    };
+    let paths = search(&obj, &theta, &coords, &params, &Avoid::default(), &mut |_| {}).unwrap();
+    let mut hits = 0;
+    for p in &paths {
+        let c = &p.points[2].c;
+        let weak: f64 = c[..9].iter().map(|x| x * x).sum();
+        if weak / 9.0 > 0.95 {
+            hits += 1;
+        }
+    }
+    assert!(
+        hits >= 2,
+        "the weakest module's 9 units should carry the whole damage in most starts"
+    );
+}
+
+#[test]
+fn enumeration_finds_every_planted_module_once() {
+    let (model, theta, data) = planted::lookup_modules(3, &[2.0, 3.0, 4.0]);
+    let units = unit_groups(model.layout(), "fc1", "fc2").unwrap();
+    let coords = Coords::shrink(&theta, &units).unwrap();
+    let obj = ModelObjective::new(&model, &data, LogitLoss::CE, 0).unwrap();
+    let params = EnumerateParams {
+        search: SphereParams {
+            radii: vec![0.5, 1.0, 2.0, 3.0],
+            bounds: Some((0.0, 1.0)),
+            starts: 2,
+            iters: 80,
+            ..Default::default()
+        },
+        max_modules: 4,
+        threshold: None,
+        max_loss: None,
+    };
+    let found = enumerate(&obj, &theta, &coords, &params, None, &mut |_, _| {}).unwrap();
+    let energy = |c: &[f64], m: usize| c[9 * m..9 * m + 9].iter().map(|x| x * x).sum::<f64>();
+    let which: Vec<usize> = found
+        .breaks
+        .iter()
+        .map(|b| {
+            (0..3)
+                .max_by(|&i, &j| energy(&b.point.c, i).total_cmp(&energy(&b.point.c, j)))
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = which.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), which.len(), "a module was reported twice: {which:?}");
+    assert_eq!(which.len(), 3, "found {which:?}, stop {:?}", found.stop);
+    assert_eq!(
+        found.stop,
+        EnumStop::Exhausted,
+        "a fourth round has no undamaged unit left"
+    );
+    assert_eq!(which[0], 0, "the weakest module breaks first");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn the_sphere_constraint_holds_to_1e_10(dim in 2usize..8, seed in 0u64..1000, r in 0.1f64..20.0, orth in any::<bool>()) {
+        let toy = Toy { a: (0..dim).map(|i| 0.1 + i as f64 * 0.3).collect(), b: (0..dim).map(|i| 1.0 + (i % 3) as f64).collect() };
+        let theta0: Vec<f64> = (0..dim).map(|i| 0.1 * (i as f64 + 1.0)).collect();
+        let coords = Coords::orthonormal(eye(dim), None).unwrap();
+        let params = SphereParams { radii: vec![r / 4.0, r / 2.0, r], seed, starts: 2, gradient_orthogonal: orth, ..Default::default() };
+        let paths = search(&toy, &theta0, &coords, &params, &Avoid::default(), &mut |_| {}).unwrap();
+        let mut g = vec![0.0; dim];
+        toy.value_grad(&theta0, &mut g).unwrap();
+        let gn: f64 = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for p in &paths {
+            for q in &p.points {
+                let n: f64 = q.c.iter().map(|x| x * x).sum::<f64>().sqrt();
+                prop_assert!((n - q.radius).abs() <= 1e-10 * q.radius.max(1.0), "‖c‖ = {n}, r = {}", q.radius);
+                if orth {
+                    let d: f64 = q.c.iter().zip(&g).map(|(a, b)| a * b).sum();
+                    prop_assert!(d.abs() <= 1e-9 * gn * q.radius, "c·g = {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deflation_never_returns_a_direction_in_an_earlier_span(dim in 3usize..7, seed in 0u64..500) {
+        let toy = Toy { a: (0..dim).map(|i| 1.0 + i as f64).collect(), b: vec![0.5; dim] };
+        let theta0 = vec![0.0; dim];
+        let coords = Coords::orthonormal(eye(dim), None).unwrap();
+        let params = EnumerateParams {
+            search: SphereParams { radii: vec![0.1, 0.3, 1.0], seed, starts: 2, ..Default::default() },
+            max_modules: dim,
+            threshold: None, // every round gives a break
+            max_loss: None,
+        };
+        let e = enumerate(&toy, &theta0, &coords, &params, None, &mut |_, _| {}).unwrap();
+        prop_assert!(!e.breaks.is_empty());
+        for (j, b) in e.breaks.iter().enumerate() {
+            // residual of c_j after projecting out span(c_0..c_{j-1}) keeps its norm
+            let mut v = b.point.c.clone();
+            let n0: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let mut basis: Vec<Vec<f64>> = Vec::new();
+            for e2 in &e.breaks[..j] {
+                let mut u = e2.point.c.clone();
+                for w in &basis {
+                    let d: f64 = u.iter().zip(w).map(|(a, b)| a * b).sum();
+                    u.iter_mut().zip(w).for_each(|(a, b)| *a -= d * b);
+                }
+                let n: f64 = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+                u.iter_mut().for_each(|x| *x /= n);
+                basis.push(u);
+            }
+            for w in &basis {
+                let d: f64 = v.iter().zip(w).map(|(a, b)| a * b).sum();
+                v.iter_mut().zip(w).for_each(|(a, b)| *a -= d * b);
+            }
+            let n1: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            prop_assert!(n1 >= (1.0 - 1e-8) * n0, "break {j} has {} of its norm in earlier spans", 1.0 - n1 / n0);
+        }
+    }
+}
+
+#[test]
+fn order_parameters_match_hand_computed_cases() {
+    assert_eq!(participation_ratio(&[3.0, 0.0, 0.0]), 1.0);
+    assert!((participation_ratio(&[1.0, -1.0, 1.0, 1.0]) - 4.0).abs() < 1e-12);
+    assert!((participation_ratio(&[1.0, 1.0, 0.0]) - 2.0).abs() < 1e-12);
+    assert_eq!(participation_ratio(&[0.0, 0.0]), 0.0);
+    // energies 4 and 1 and 0: PR of energies = 25 / 17, top share 0.8
+    let c = group_concentration(&[2.0, 0.0, 1.0, 0.0], &[vec![0, 1], vec![2], vec![3]]);
+    assert!((c.participation - 25.0 / 17.0).abs() < 1e-12 && (c.top_share - 0.8).abs() < 1e-12);
+    // L(r) = 3 r² has second derivative 6 on any grid
+    let r = [0.5, 1.0, 2.0, 2.5, 4.0];
+    let l: Vec<f64> = r.iter().map(|x| 3.0 * x * x).collect();
+    for k in loss_curvature(&r, &l) {
+        assert!((k - 6.0).abs() < 1e-9, "{k}");
+    }
+    // PR 5, 4.8, 1.5, 1.4: the big drop is at index 2 (radius 3)
+    let t = detect_transition(&[1.0, 2.0, 3.0, 4.0], &[5.0, 4.8, 1.5, 1.4], 0.3).unwrap();
+    assert_eq!((t.index, t.radius), (2, 3.0));
+    assert!((t.drop - 3.3 / 4.8).abs() < 1e-12);
+    assert!(detect_transition(&[1.0, 2.0], &[5.0, 4.0], 0.3).is_none());
+}
+
+#[test]
+fn logit_losses_match_finite_differences() {
+    let z = [0.3, -1.2, 2.0, 0.1, 0.5, 0.8, -0.7, 1.9, 1.0];
+    let labels = [2u32, 0, 1];
+    for loss in [
+        LogitLoss::CE,
+        LogitLoss::CrossEntropy { temperature: 4.0 },
+        LogitLoss::Margin { margin: 1.5 },
+    ] {
+        let (_, g) = loss.value_grad(&z, &labels, 3);
+        for i in 0..z.len() {
+            let (mut zp, mut zm) = (z, z);
+            zp[i] += 1e-6;
+            zm[i] -= 1e-6;
+            let fd = (loss.value_grad(&zp, &labels, 3).0 - loss.value_grad(&zm, &labels, 3).0) / 2e-6;
+            assert!((fd - g[i]).abs() < 1e-7, "{loss:?} coordinate {i}: fd {fd} vs {}", g[i]);
+        }
+    }
+}
+
+#[test]
+fn model_objective_gradient_matches_finite_differences_and_batches_agree() {
+    let (model, mut theta, data) = planted::lookup_modules(3, &[1.0, 0.5]);
+    // move off the planted point so that every block has a gradient
+    for (i, t) in theta.iter_mut().enumerate() {
+        *t += 0.01 * ((i * 7919 % 13) as f64 - 6.0);
+    }
+    let loss = LogitLoss::CrossEntropy { temperature: 2.0 };
+    let full = ModelObjective::new(&model, &data, loss, 0).unwrap();
+    let chunked = ModelObjective::new(&model, &data, loss, 4).unwrap();
+    let n = model.layout().len();
+    let (mut g, mut g2) = (vec![0.0; n], vec![0.0; n]);
+    let f = full.value_grad(&theta, &mut g).unwrap();
+    let f2 = chunked.value_grad(&theta, &mut g2).unwrap();
+    assert!((f - f2).abs() < 1e-12);
+    assert!(g.iter().zip(&g2).all(|(a, b)| (a - b).abs() < 1e-12));
+    let mut scratch = vec![0.0; n];
+    for i in (0..n).step_by(7) {
+        let (mut tp, mut tm) = (theta.clone(), theta.clone());
+        tp[i] += 1e-6;
+        tm[i] -= 1e-6;
+        let fd = (full.value_grad(&tp, &mut scratch).unwrap() - full.value_grad(&tm, &mut scratch).unwrap()) / 2e-6;
+        assert!((fd - g[i]).abs() < 1e-6, "θ[{i}]: fd {fd} vs {}", g[i]);
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let toy = Toy {
+        a: vec![1.0; 3],
+        b: vec![1.0; 3],
+    };
+    let coords = Coords::orthonormal(eye(3), None).unwrap();
+    let run = |p: SphereParams| search(&toy, &[0.0; 3], &coords, &p, &Avoid::default(), &mut |_| {});
+    assert!(matches!(
+        run(SphereParams {
+            radii: vec![2.0, 1.0],
+            ..Default::default()
+        }),
+        Err(SphereError::Param { field: "radii", .. })
+    ));
+    assert!(matches!(
+        run(SphereParams {
+            radii: vec![],
+            ..Default::default()
+        }),
+        Err(SphereError::Param { field: "radii", .. })
+    ));
+    assert!(matches!(
+        run(SphereParams {
+            bounds: Some((1.0, 0.0)),
+            ..Default::default()
+        }),
+        Err(SphereError::Param { field: "bounds", .. })
+    ));
+    assert!(matches!(
+        run(SphereParams {
+            subtract_quadratic: true,
+            ..Default::default()
+        }),
+        Err(SphereError::Param {
+            field: "subtract_quadratic",
+            ..
+        })
+    ));
+    assert!(matches!(
+        search(
+            &toy,
+            &[0.0; 2],
+            &coords,
+            &SphereParams::default(),
+            &Avoid::default(),
+            &mut |_| {}
+        ),
+        Err(SphereError::Length { .. })
+    ));
+    assert!(matches!(
+        Coords::shrink(&[0.0, 1.0], &[vec![0]]),
+        Err(SphereError::Param { field: "groups", .. })
+    ));
+    assert!(matches!(
+        Coords::whitened(eye(2), &[1.0], 1e-3),
+        Err(SphereError::Length { .. })
+    ));
+    // the box [0, 1] admits at most √K: radius 3 on 3 coordinates is infeasible... but reachable
+    // radius √3 is the largest; asking for 2 must not loop or panic
+    let shrink = Coords::shrink(&[1.0, 1.0, 1.0], &[vec![0], vec![1], vec![2]]).unwrap();
+    let r = search(
+        &toy,
+        &[1.0; 3],
+        &shrink,
+        &SphereParams {
+            radii: vec![2.0],
+            bounds: Some((0.0, 1.0)),
+            ..Default::default()
+        },
+        &Avoid::default(),
+        &mut |_| {},
+    );
+    assert!(r.is_ok() || matches!(r, Err(SphereError::Infeasible { .. })));
+}
