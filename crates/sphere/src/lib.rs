@@ -20,7 +20,7 @@
 //!   an observer.
 //! * [`order`]: order parameters (participation ratio, concentration over
 //!   groups, curvature of L(r)) and the transition detector.
-//! * [`enumerate`]: deflation.
+//! * [`mod@enumerate`]: deflation (enumerating modules one break at a time).
 //!
 //! The search never reads labels beyond the training loss; scoring against
 //! ground truth (for modular addition, the Fourier frequencies) is the
@@ -54,6 +54,9 @@
 //! let c2 = &again[0].points[1].c;
 //! assert!(c2[1] > 0.99 && c2[0] < 0.01, "{c2:?}");
 //! ```
+
+// NaN-rejecting comparisons (`!(x > 0.0)`) are intended throughout.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod enumerate;
 pub mod error;
