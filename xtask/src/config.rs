@@ -121,6 +121,11 @@ pub struct ReproConfig {
     /// Steering and independence of the mixed-only CNN (secondary; its
     /// Hessians use `hessian_images` too).
     pub steer_mixed_only: SteerConfig,
+    /// A second modular-addition network (other init and batch seeds, so
+    /// other key frequencies) for the sphere search.
+    pub modadd_seed2: ModAddRecipe,
+    /// The sphere search on both modular-addition networks.
+    pub sphere: crate::sphere::SphereConfig,
 }
 
 fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_every: usize) -> Phase {
@@ -200,6 +205,31 @@ impl ReproConfig {
             },
             max_keep_drop: 0.02,
         };
+        let modadd = ModAddRecipe {
+            data: ModAddConfig {
+                p: 59,
+                train_frac: 0.5,
+                seed: 3,
+            },
+            model: ModMlpConfig::default(),
+            init_seed: 4,
+            train: TrainConfig {
+                steps: 10_000,
+                batch_size: 0,
+                optim: AdamWConfig {
+                    lr: 1e-3,
+                    beta1: 0.9,
+                    beta2: 0.98,
+                    eps: 1e-8,
+                    weight_decay: 1.0,
+                },
+                schedule: Schedule::Constant,
+                seed: 5,
+                eval_every: 250,
+                checkpoint_every: 1000,
+            },
+            key_fraction: gensplit_models::fourier::DEFAULT_KEY_FRACTION,
+        };
         Self {
             quick: false,
             data: DataConfig {
@@ -220,31 +250,6 @@ impl ReproConfig {
                     phase(TrainSet::DigitsAndPatterns, 5000, 128, 3e-3, 21, 250),
                     phase(TrainSet::Mixed, 500, 128, 3e-4, 22, 100),
                 ],
-            },
-            modadd: ModAddRecipe {
-                data: ModAddConfig {
-                    p: 59,
-                    train_frac: 0.5,
-                    seed: 3,
-                },
-                model: ModMlpConfig::default(),
-                init_seed: 4,
-                train: TrainConfig {
-                    steps: 10_000,
-                    batch_size: 0,
-                    optim: AdamWConfig {
-                        lr: 1e-3,
-                        beta1: 0.9,
-                        beta2: 0.98,
-                        eps: 1e-8,
-                        weight_decay: 1.0,
-                    },
-                    schedule: Schedule::Constant,
-                    seed: 5,
-                    eval_every: 250,
-                    checkpoint_every: 1000,
-                },
-                key_fraction: gensplit_models::fourier::DEFAULT_KEY_FRACTION,
             },
             hessian_images: HessianConfig {
                 k: 20,
@@ -277,6 +282,16 @@ impl ReproConfig {
             },
             steer_mixed_only: steer.clone(),
             steer,
+            modadd_seed2: ModAddRecipe {
+                init_seed: 40,
+                train: TrainConfig {
+                    seed: 50,
+                    ..modadd.train.clone()
+                },
+                ..modadd.clone()
+            },
+            modadd,
+            sphere: crate::sphere::SphereConfig::full(),
         }
     }
 
@@ -336,6 +351,15 @@ impl ReproConfig {
         c.steer.relearn_samples = 32;
         c.steer.relearn.record_at = vec![0, 10];
         c.steer_mixed_only = c.steer.clone();
+        c.modadd_seed2 = ModAddRecipe {
+            init_seed: c.modadd_seed2.init_seed,
+            train: TrainConfig {
+                seed: c.modadd_seed2.train.seed,
+                ..c.modadd.train.clone()
+            },
+            ..c.modadd.clone()
+        };
+        c.sphere = crate::sphere::SphereConfig::quick();
         c
     }
 
@@ -395,6 +419,25 @@ impl ReproConfig {
         c.steer.relearn_samples = 8;
         c.steer.relearn.record_at = vec![0, 2];
         c.steer_mixed_only = c.steer.clone();
+        c.modadd_seed2 = ModAddRecipe {
+            init_seed: c.modadd_seed2.init_seed,
+            train: TrainConfig {
+                seed: c.modadd_seed2.train.seed,
+                ..c.modadd.train.clone()
+            },
+            ..c.modadd.clone()
+        };
+        c.sphere.starts = 1;
+        c.sphere.iters = 2;
+        c.sphere.eigen_radii = vec![0.5, 1.0];
+        c.sphere.unit_radii = vec![0.5, 1.0];
+        c.sphere.max_matvecs = 20;
+        c.sphere.enumerate_max = 1;
+        for f in &mut c.sphere.formulations {
+            if let crate::sphere::Space::HessianTop { k } | crate::sphere::Space::GaussNewtonTop { k } = &mut f.space {
+                *k = 2;
+            }
+        }
         c
     }
 }
@@ -482,6 +525,15 @@ impl ReproConfig {
                 "`modadd.data.p` = {dp} but `modadd.model.p` = {mp}; set both"
             )));
         }
+        let (dp, mp) = (self.modadd_seed2.data.p as usize, self.modadd_seed2.model.p);
+        if dp != mp {
+            return Err(ConfigError::Inconsistent(format!(
+                "`modadd_seed2.data.p` = {dp} but `modadd_seed2.model.p` = {mp}; set both"
+            )));
+        }
+        self.sphere
+            .validate()
+            .map_err(|e| ConfigError::Inconsistent(format!("`sphere`: {e}")))?;
         Ok(())
     }
 

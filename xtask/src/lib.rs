@@ -12,6 +12,8 @@ pub mod hessian;
 pub mod report;
 pub mod stages;
 pub mod steer;
+pub mod sphere;
+pub mod sphere_report;
 pub mod steer_report;
 
 use anyhow::{Context, Result};

@@ -94,6 +94,15 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
             "step_test_99": m.step_test_99,
             "train_seconds": compute("train_modadd"),
         },
+        "modadd_seed2": {
+            "test_acc": out.modadd_seed2.trained.acc("test"),
+            "train_acc": out.modadd_seed2.trained.acc("train"),
+            "key_frequencies": out.modadd_seed2.key_frequencies,
+            "key_share": out.modadd_seed2.key_share,
+            "step_test_99": out.modadd_seed2.step_test_99,
+            "train_seconds": compute("train_modadd_seed2"),
+        },
+        "sphere": crate::sphere_report::summary(&out.sphere),
         "hessian": hessian,
         "timings_s": timings,
         "stages": stages,
@@ -382,6 +391,10 @@ pub fn write(
     for r in [&out.steer_pretrained, &out.steer_mixed_only] {
         steer_figs.push((r.model.clone(), crate::steer_report::figures(&fig, r)?));
     }
+    let mut sphere_figs = Vec::new();
+    for r in &out.sphere {
+        sphere_figs.push(crate::sphere_report::figures(&fig, r)?);
+    }
     let s = summary(out, cfg, runs, total_s);
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
 
@@ -499,6 +512,16 @@ pub fn write(
         &steer_figs,
         &cfg.steer.relearn.record_at,
     )?;
+    let sphere_secs: Vec<Option<f64>> = out
+        .sphere
+        .iter()
+        .map(|r| {
+            runs.iter()
+                .find(|x| x.stage == format!("sphere_{}", r.label))
+                .and_then(|x| x.compute_seconds)
+        })
+        .collect();
+    crate::sphere_report::markdown(&mut md, &out.sphere, &sphere_figs, &sphere_secs)?;
     writeln!(
         md,
         "## Stages\n\n| stage | key | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | ---: | ---: |"

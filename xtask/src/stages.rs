@@ -26,6 +26,8 @@ pub mod version {
     pub const HESSIAN: u32 = 1;
     /// `steer_*`
     pub const STEER: u32 = 2;
+    /// `sphere_*`
+    pub const SPHERE: u32 = 1;
 }
 
 /// How a stage was satisfied in this run.
@@ -227,7 +229,7 @@ impl Trained {
     }
 }
 
-fn bar(steps: usize, label: &str) -> ProgressBar {
+pub(crate) fn bar(steps: usize, label: &str) -> ProgressBar {
     let pb = ProgressBar::new(steps as u64);
     pb.set_style(
         ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg} ({eta})")
@@ -404,6 +406,10 @@ pub struct Outputs {
     pub steer_pretrained: crate::steer::SteerResult,
     /// Steering and independence of the mixed-only CNN.
     pub steer_mixed_only: crate::steer::SteerResult,
+    /// The second modular-addition network.
+    pub modadd_seed2: ModAddResult,
+    /// Sphere search on both modular-addition networks.
+    pub sphere: Vec<crate::sphere::SphereResult>,
     /// The image datasets (in memory, for the export).
     pub images: Images,
 }
@@ -560,7 +566,27 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         },
     )?;
     hessian.push(h);
+    let (mod2_key, modadd_seed2) =
+        ctx.stage("train_modadd_seed2", version::TRAIN_MODADD, &cfg.modadd_seed2, &[], || {
+            train_modadd(&cfg.modadd_seed2)
+        })?;
+    let mut sphere = Vec::new();
+    for (label, recipe, key, result) in [
+        ("modadd", &cfg.modadd, mod_key, &modadd),
+        ("modadd_seed2", &cfg.modadd_seed2, mod2_key, &modadd_seed2),
+    ] {
+        let (_, r) = ctx.stage(
+            &format!("sphere_{label}"),
+            version::SPHERE,
+            &(&cfg.sphere, recipe),
+            &[key],
+            || crate::sphere::run(label, recipe, result, &cfg.sphere),
+        )?;
+        sphere.push(r);
+    }
     Ok(Outputs {
+        modadd_seed2,
+        sphere,
         data,
         cnn_mixed_only,
         cnn_pretrained,

@@ -1,0 +1,666 @@
+//! The `sphere_*` stages: the unsupervised sphere search (`gensplit-sphere`)
+//! on the modular-addition MLP, scored against its Fourier ground truth,
+//! over a table of formulations.
+//!
+//! **What the search sees.** Only θ, the training pairs and their training
+//! loss (and, for eigen-spaces, the loss's curvature). **What the scoring
+//! sees** (never fed back): the key frequencies of the trained embedding and,
+//! for every key frequency k, the share of the logits' Fourier signal along
+//! `a + b − c` at k that survives the move,
+//! `s_k(θ) = ⟨S_k(θ), S_k(θ*)⟩ / ‖S_k(θ*)‖²` with
+//! `S_k(θ) = Σ_{a,b,c} z̃_{ab}(c) (cos, sin)(2πk(a+b−c)/p)` over all p² pairs
+//! and row-centred logits z̃. A **single break** is a move where one key
+//! frequency keeps ≤ 20% and every other keeps ≥ 80%.
+//!
+//! **Order parameter.** The participation ratio of the weight change over
+//! the 128 hidden units (`gensplit_sphere::group_concentration`, unit =
+//! incoming weights, bias, outgoing weights): a move that deletes one
+//! Fourier module concentrates on that module's units, so the ratio drops.
+//! The transition is its largest relative drop between consecutive radii
+//! above `threshold`.
+//!
+//! Why most formulations fail, and what works, is in the report and in
+//! `gensplit-sphere`'s docs; the table records every formulation tried.
+
+use crate::config::ModAddRecipe;
+use crate::stages::ModAddResult;
+use anyhow::{Context, Result};
+use gensplit_eigen::{lanczos, LanczosParams, Which};
+use gensplit_hvp::{Curvature, HessianOperator};
+use gensplit_models::{evaluate_logits, Dataset, Inputs, Model};
+use gensplit_sphere::{
+    detect_transition, enumerate, group_concentration, search, unit_groups, Avoid, Coords, EnumerateParams, LogitLoss,
+    ModelObjective, RadiusPoint, SphereParams, Transition,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which checkpoint a formulation searches around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checkpoint {
+    /// The final, saturated minimum.
+    Final,
+    /// The first stored checkpoint at or after test accuracy reached 99%
+    /// (right after grokking; the loss is not yet saturated).
+    Grokked,
+}
+
+/// The search space of a formulation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Space {
+    /// Top-k Hessian eigenvectors (orthonormal; radius in θ units).
+    HessianTop {
+        /// k.
+        k: usize,
+    },
+    /// Hessian eigenvectors `skip .. skip + k` (the authors' later slice).
+    HessianSlice {
+        /// Eigenvectors dropped from the top.
+        skip: usize,
+        /// Eigenvectors kept.
+        k: usize,
+    },
+    /// Top-k Gauss–Newton eigenvectors (the function-space metric).
+    GaussNewtonTop {
+        /// k.
+        k: usize,
+    },
+    /// Shrink coordinates over the hidden units, box `[0, 1]` (radius = √
+    /// number of units deleted).
+    Units,
+}
+
+/// One formulation of the search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Formulation {
+    /// Name (a `summary.json` key).
+    pub name: String,
+    /// Where.
+    pub checkpoint: Checkpoint,
+    /// In which space.
+    pub space: Space,
+    /// Which loss.
+    pub loss: LogitLoss,
+    /// Minimise the loss minus its quadratic model.
+    pub subtract_quadratic: bool,
+    /// Keep the move orthogonal to the gradient.
+    pub gradient_orthogonal: bool,
+    /// Drop eigen-directions with negative eigenvalues.
+    pub positive_only: bool,
+}
+
+/// Settings of the modular-addition sphere stages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SphereConfig {
+    /// Random starts per formulation.
+    pub starts: usize,
+    /// Seed of the starts.
+    pub seed: u64,
+    /// Objective evaluations per radius.
+    pub iters: usize,
+    /// Radii for eigen-spaces (θ units).
+    pub eigen_radii: Vec<f64>,
+    /// Radii for unit shrink coordinates (√ units deleted).
+    pub unit_radii: Vec<f64>,
+    /// Relative drop of the order parameter that flags a transition.
+    pub threshold: f64,
+    /// Lanczos matvec budget for the eigen-spaces computed here.
+    pub max_matvecs: usize,
+    /// Largest number of breaks the enumeration looks for.
+    pub enumerate_max: usize,
+    /// Stop the enumeration when a break's training loss exceeds this.
+    pub enumerate_max_loss: f64,
+    /// The formulations, in table order.
+    pub formulations: Vec<Formulation>,
+}
+
+impl SphereConfig {
+    /// The full table.
+    pub fn full() -> Self {
+        let ce = LogitLoss::CE;
+        let f = |name: &str, checkpoint, space, loss, sub, orth, pos| Formulation {
+            name: name.into(),
+            checkpoint,
+            space,
+            loss,
+            subtract_quadratic: sub,
+            gradient_orthogonal: orth,
+            positive_only: pos,
+        };
+        use Checkpoint::{Final, Grokked};
+        let top = Space::HessianTop { k: 20 };
+        Self {
+            starts: 5,
+            seed: 11,
+            iters: 30,
+            eigen_radii: vec![1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0],
+            unit_radii: vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            threshold: 0.3,
+            max_matvecs: 200,
+            enumerate_max: 7,
+            enumerate_max_loss: 1.0,
+            formulations: vec![
+                f("final_hessian_top20", Final, top, ce, false, false, false),
+                f("final_hessian_top20_minus_quadratic", Final, top, ce, true, false, false),
+                f("final_hessian_slice10_20_minus_quadratic", Final, Space::HessianSlice { skip: 10, k: 10 }, ce, true, false, false),
+                f("final_gauss_newton_top20", Final, Space::GaussNewtonTop { k: 20 }, ce, false, true, false),
+                f("final_hessian_top20_tempered_t8", Final, top, LogitLoss::CrossEntropy { temperature: 8.0 }, false, false, false),
+                f("final_hessian_top20_margin_k5", Final, top, LogitLoss::Margin { margin: 5.0 }, false, false, false),
+                f("grokked_hessian_top20", Grokked, top, ce, false, false, false),
+                f("grokked_hessian_top20_gradorth_positive", Grokked, top, ce, false, true, true),
+                f("final_units_shrink", Final, Space::Units, ce, false, false, false),
+                f("grokked_units_shrink", Grokked, Space::Units, ce, false, false, false),
+            ],
+        }
+    }
+    /// `--quick`: three starts, fewer radii and steps, four formulations.
+    pub fn quick() -> Self {
+        let mut c = Self::full();
+        c.starts = 3;
+        c.iters = 12;
+        c.eigen_radii = vec![1.0, 4.0, 8.0, 12.0];
+        c.unit_radii = vec![0.5, 1.0, 2.0, 3.0];
+        c.max_matvecs = 60;
+        c.enumerate_max = 3;
+        c.formulations.retain(|f| {
+            matches!(
+                f.name.as_str(),
+                "final_hessian_top20" | "grokked_hessian_top20" | "final_units_shrink" | "final_gauss_newton_top20"
+            )
+        });
+        for f in &mut c.formulations {
+            if let Space::HessianTop { k } | Space::GaussNewtonTop { k } = &mut f.space {
+                *k = 5;
+            }
+        }
+        c
+    }
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.starts >= 1, "sphere.starts must be at least 1");
+        anyhow::ensure!(self.iters >= 1, "sphere.iters must be at least 1");
+        anyhow::ensure!(!self.formulations.is_empty(), "sphere.formulations is empty");
+        for (field, r) in [("eigen_radii", &self.eigen_radii), ("unit_radii", &self.unit_radii)] {
+            anyhow::ensure!(
+                !r.is_empty() && r.iter().all(|x| x.is_finite() && *x > 0.0) && r.windows(2).all(|w| w[1] > w[0]),
+                "sphere.{field} must be positive and strictly increasing, got {r:?}"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One start of one formulation, scored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartRun {
+    /// Radii.
+    pub radii: Vec<f64>,
+    /// Training loss (plain CE) at each radius.
+    pub loss: Vec<f64>,
+    /// The minimised objective at each radius.
+    pub objective: Vec<f64>,
+    /// Order parameter: participation ratio over hidden units of δ.
+    pub unit_pr: Vec<f64>,
+    /// Test accuracy (scoring only) at each radius.
+    pub test_acc: Vec<f64>,
+    /// Survival of each key frequency (rows: radii; columns: key frequencies).
+    pub survival: Vec<Vec<f64>>,
+    /// The label-free transition, if flagged.
+    pub transition: Option<Transition>,
+    /// First radius index with a single break.
+    pub break_index: Option<usize>,
+    /// The broken key frequency there.
+    pub broken: Option<usize>,
+}
+
+/// One formulation's results.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FormulationRun {
+    /// The formulation.
+    pub formulation: Formulation,
+    /// Training step of the searched θ.
+    pub step: usize,
+    /// Training loss there.
+    pub loss0: f64,
+    /// Eigenvalues of the space (empty for unit coordinates).
+    pub eigenvalues: Vec<f64>,
+    /// Per start.
+    pub starts: Vec<StartRun>,
+    /// Starts with a single break.
+    pub single_breaks: usize,
+    /// Distinct broken key frequencies (ascending).
+    pub broken_frequencies: Vec<usize>,
+    /// Starts whose transition is within one radius step of their break.
+    pub flagged_within_one: usize,
+    /// Median transition radius over the starts that flag one.
+    pub transition_radius: Option<f64>,
+    /// Objective evaluations used (a deterministic cost measure).
+    pub evaluations: usize,
+}
+
+/// One break of the enumeration, scored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnumBreak {
+    /// Radius of the break.
+    pub radius: f64,
+    /// Training loss there.
+    pub loss: f64,
+    /// Survival of each key frequency.
+    pub survival: Vec<f64>,
+    /// Embedding power of each key frequency relative to θ*.
+    pub embed_power: Vec<f64>,
+    /// The broken key frequency, when it is a single break.
+    pub broken: Option<usize>,
+}
+
+/// The result of one `sphere_modadd*` stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SphereResult {
+    /// `modadd` or `modadd_seed2`.
+    pub label: String,
+    /// Key frequencies of the trained embedding (scoring only).
+    pub key_frequencies: Vec<usize>,
+    /// Excluded loss per key frequency at θ* (training CE with that
+    /// frequency's a+b−c component removed from the logits).
+    pub excluded_loss: Vec<f64>,
+    /// Step of the grokked checkpoint.
+    pub grokked_step: usize,
+    /// Every formulation.
+    pub formulations: Vec<FormulationRun>,
+    /// The formulation with the most single breaks (first on ties).
+    pub best: Option<String>,
+    /// The enumeration with the best formulation.
+    pub enumeration: Vec<EnumBreak>,
+    /// Why the enumeration stopped.
+    pub enumeration_stop: String,
+    /// Distinct key frequencies broken by the enumeration / key frequencies.
+    pub recall: f64,
+    /// Some key frequency was reported twice by the enumeration.
+    pub duplicate: bool,
+}
+
+/// Fourier ground truth of the modular MLP (scoring only).
+struct Truth {
+    p: usize,
+    keys: Vec<usize>,
+    /// All p² pairs.
+    a: Vec<u32>,
+    b: Vec<u32>,
+    /// Reference signal (cos, sin) per key.
+    reference: Vec<(f64, f64)>,
+    power0: Vec<f64>,
+}
+
+impl Truth {
+    fn new(model: &gensplit_models::AnyModel, theta: &[f64], p: usize, keys: &[usize]) -> Result<Self> {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for x in 0..p as u32 {
+            for y in 0..p as u32 {
+                a.push(x);
+                b.push(y);
+            }
+        }
+        let mut t = Self {
+            p,
+            keys: keys.to_vec(),
+            a,
+            b,
+            reference: Vec::new(),
+            power0: Vec::new(),
+        };
+        t.reference = t.signal(model, theta)?;
+        t.power0 = t.power(model, theta);
+        Ok(t)
+    }
+    fn signal(&self, model: &gensplit_models::AnyModel, theta: &[f64]) -> Result<Vec<(f64, f64)>> {
+        let p = self.p;
+        let z = evaluate_logits(model, theta, &Inputs::Tokens { a: &self.a, b: &self.b })?;
+        let (cos, sin): (Vec<f64>, Vec<f64>) = (0..p)
+            .map(|m| {
+                let w = 2.0 * std::f64::consts::PI * m as f64 / p as f64;
+                (w.cos(), w.sin())
+            })
+            .unzip();
+        let mut out = vec![(0.0, 0.0); self.keys.len()];
+        for (i, row) in z.chunks(p).enumerate() {
+            let (x, y) = (self.a[i] as usize, self.b[i] as usize);
+            let mean = row.iter().sum::<f64>() / p as f64;
+            for (c, &v) in row.iter().enumerate() {
+                let v = v - mean;
+                for (o, &k) in out.iter_mut().zip(&self.keys) {
+                    let m = (k * ((x + y + p - c) % p)) % p;
+                    o.0 += v * cos[m];
+                    o.1 += v * sin[m];
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn survival(&self, model: &gensplit_models::AnyModel, theta: &[f64]) -> Result<Vec<f64>> {
+        let s = self.signal(model, theta)?;
+        Ok(s
+            .iter()
+            .zip(&self.reference)
+            .map(|(a, r)| (a.0 * r.0 + a.1 * r.1) / (r.0 * r.0 + r.1 * r.1).max(f64::MIN_POSITIVE))
+            .collect())
+    }
+    fn power(&self, model: &gensplit_models::AnyModel, theta: &[f64]) -> Vec<f64> {
+        let gensplit_models::AnyModel::ModMlp(m) = model else {
+            return Vec::new();
+        };
+        let s = gensplit_models::fourier::Spectrum::of_embedding(m, theta);
+        self.keys.iter().map(|&k| s.power[k - 1]).collect()
+    }
+    /// Training CE with frequency k's a+b−c component projected out of the
+    /// (row-centred) logits, restricted to the training pairs.
+    fn excluded_loss(&self, model: &gensplit_models::AnyModel, theta: &[f64], train: &Dataset) -> Result<Vec<f64>> {
+        let p = self.p;
+        let gensplit_models::DataInputs::Tokens { a, b } = &train.inputs else {
+            anyhow::bail!("modadd training data are not token pairs");
+        };
+        let z = evaluate_logits(model, theta, &Inputs::Tokens { a, b })?;
+        let norm = (p * p * p) as f64 / 2.0; // Σ cos² over all (a, b, c)
+        let mut out = Vec::new();
+        for (ki, &k) in self.keys.iter().enumerate() {
+            // the full-grid signal of θ itself
+            let (sc, ss) = self.reference[ki];
+            let mut zz = z.clone();
+            for (i, row) in zz.chunks_mut(p).enumerate() {
+                let (x, y) = (a[i] as usize, b[i] as usize);
+                for (c, v) in row.iter_mut().enumerate() {
+                    let w = 2.0 * std::f64::consts::PI * ((k * ((x + y + p - c) % p)) % p) as f64 / p as f64;
+                    *v -= (sc * w.cos() + ss * w.sin()) / norm;
+                }
+            }
+            let (l, _) = gensplit_models::ops::ce_and_correct(&zz, &train.labels, p);
+            out.push(l);
+        }
+        Ok(out)
+    }
+    /// `Some(k)` when exactly one key frequency keeps ≤ 20% and all others ≥ 80%.
+    fn single_break(&self, s: &[f64]) -> Option<usize> {
+        let low: Vec<usize> = (0..s.len()).filter(|&i| s[i] <= 0.2).collect();
+        (low.len() == 1 && (0..s.len()).all(|i| i == low[0] || s[i] >= 0.8)).then(|| self.keys[low[0]])
+    }
+}
+
+fn top_eigs(
+    model: &gensplit_models::AnyModel,
+    theta: &[f64],
+    data: &Dataset,
+    curvature: Curvature,
+    k: usize,
+    max_matvecs: usize,
+    seed: u64,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let op = HessianOperator::<_, f64>::new(model, theta.to_vec(), data, 0, curvature)?;
+    let params = LanczosParams {
+        k: k.min(model.layout().len()),
+        which: Which::LargestAlgebraic,
+        tol: 1e-6,
+        max_matvecs,
+        seed,
+        ..Default::default()
+    };
+    let eig = lanczos(&op, &params, &mut |_: &gensplit_eigen::StepInfo<'_>| {}).context("Lanczos for the sphere search space")?;
+    tracing::info!(?curvature, matvecs = eig.matvecs, stop = ?eig.stop, "sphere: eigen-space");
+    Ok((eig.values, eig.vectors))
+}
+
+/// Runs every formulation, then the enumeration with the best one.
+pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &SphereConfig) -> Result<SphereResult> {
+    cfg.validate()?;
+    let data = gensplit_data::modular::generate(&recipe.data)?;
+    let (train, test) = (Dataset::from_modadd(&data.train), Dataset::from_modadd(&data.test));
+    let model = &modadd.trained.model;
+    let p = recipe.model.p;
+    let theta_final: Vec<f64> = modadd.trained.theta.iter().map(|&x| x as f64).collect();
+    let final_step = modadd.trained.log.steps;
+    let (grokked_step, theta_grok) = {
+        let after = modadd.step_test_99.unwrap_or(final_step);
+        match modadd.trained.log.checkpoints.iter().find(|(s, _)| *s >= after) {
+            Some((s, th)) => (*s, th.iter().map(|&x| x as f64).collect::<Vec<f64>>()),
+            None => (final_step, theta_final.clone()),
+        }
+    };
+    let keys = modadd.key_frequencies.clone();
+    let truth = Truth::new(model, &theta_final, p, &keys)?;
+    let excluded_loss = truth.excluded_loss(model, &theta_final, &train)?;
+    let groups = unit_groups(model.layout(), "fc1", "fc2")?;
+    let ce = ModelObjective::new(model, &train, LogitLoss::CE, 0)?;
+    let mut eig_cache: Vec<((Checkpoint, bool), (Vec<f64>, Vec<Vec<f64>>))> = Vec::new();
+    let mut runs = Vec::new();
+    let pb = crate::stages::bar(cfg.formulations.len(), &format!("sphere {label}"));
+    for (fi, form) in cfg.formulations.iter().enumerate() {
+        pb.set_message(form.name.clone());
+        let (step, theta0) = match form.checkpoint {
+            Checkpoint::Final => (final_step, &theta_final),
+            Checkpoint::Grokked => (grokked_step, &theta_grok),
+        };
+        let mut need = |gn: bool, k: usize| -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+            let key = (form.checkpoint, gn);
+            if let Some((_, e)) = eig_cache.iter().find(|(c, e)| *c == key && e.0.len() >= k) {
+                return Ok((e.0[..k].to_vec(), e.1[..k].to_vec()));
+            }
+            let kk = cfg
+                .formulations
+                .iter()
+                .filter(|f| f.checkpoint == form.checkpoint)
+                .map(|f| match f.space {
+                    Space::HessianTop { k } if !gn => k,
+                    Space::HessianSlice { skip, k } if !gn => skip + k,
+                    Space::GaussNewtonTop { k } if gn => k,
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(k)
+                .max(k);
+            let curv = if gn { Curvature::GaussNewton } else { Curvature::Hessian };
+            let e = top_eigs(model, theta0, &train, curv, kk, cfg.max_matvecs, cfg.seed ^ 0xE1)?;
+            eig_cache.push((key, e.clone()));
+            let k = k.min(e.0.len());
+            Ok((e.0[..k].to_vec(), e.1[..k].to_vec()))
+        };
+        let (values, coords, radii, bounds) = match form.space {
+            Space::Units => (
+                Vec::new(),
+                Coords::shrink(theta0, &groups)?,
+                cfg.unit_radii.clone(),
+                Some((0.0, 1.0)),
+            ),
+            sp => {
+                let (mut vals, mut vecs) = match sp {
+                    Space::HessianTop { k } => need(false, k)?,
+                    Space::GaussNewtonTop { k } => need(true, k)?,
+                    Space::HessianSlice { skip, k } => {
+                        let (v, u) = need(false, skip + k)?;
+                        (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
+                    }
+                    Space::Units => unreachable!("handled above"),
+                };
+                if form.positive_only {
+                    let keep: Vec<bool> = vals.iter().map(|&l| l > 0.0).collect();
+                    vecs = vecs.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(v, _)| v).collect();
+                    vals.retain(|&l| l > 0.0);
+                }
+                anyhow::ensure!(!vecs.is_empty(), "formulation {}: empty eigen-space", form.name);
+                let c = Coords::orthonormal(vecs, Some(vals.clone()))?;
+                (vals, c, cfg.eigen_radii.clone(), None)
+            }
+        };
+        let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+        let params = SphereParams {
+            radii: radii.clone(),
+            iters: cfg.iters,
+            step: 0.3,
+            starts: cfg.starts,
+            seed: cfg.seed.wrapping_add(fi as u64),
+            bounds,
+            gradient_orthogonal: form.gradient_orthogonal,
+            subtract_quadratic: form.subtract_quadratic,
+        };
+        let paths = search(&obj, theta0, &coords, &params, &Avoid::default(), &mut |_| {})
+            .with_context(|| format!("sphere search, formulation {}", form.name))?;
+        let mut g = vec![0.0; theta0.len()];
+        let loss0 = gensplit_sphere::Objective::value_grad(&ce, theta0, &mut g)?;
+        let mut starts = Vec::new();
+        for path in &paths {
+            let mut s = StartRun {
+                radii: radii.clone(),
+                loss: Vec::new(),
+                objective: Vec::new(),
+                unit_pr: Vec::new(),
+                test_acc: Vec::new(),
+                survival: Vec::new(),
+                transition: None,
+                break_index: None,
+                broken: None,
+            };
+            for (i, q) in path.points.iter().enumerate() {
+                let d = coords.delta(&q.c);
+                let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
+                s.loss.push(gensplit_sphere::Objective::value_grad(&ce, &th, &mut g)?);
+                s.objective.push(q.objective);
+                s.unit_pr.push(group_concentration(&d, &groups).participation);
+                s.test_acc.push(gensplit_models::evaluate(model, &th, &test, 4096)?.acc);
+                let sv = truth.survival(model, &th)?;
+                if s.break_index.is_none() {
+                    if let Some(k) = truth.single_break(&sv) {
+                        s.break_index = Some(i);
+                        s.broken = Some(k);
+                    }
+                }
+                s.survival.push(sv);
+            }
+            s.transition = detect_transition(&s.radii, &s.unit_pr, cfg.threshold);
+            starts.push(s);
+        }
+        let single_breaks = starts.iter().filter(|s| s.broken.is_some()).count();
+        let mut broken_frequencies: Vec<usize> = starts.iter().filter_map(|s| s.broken).collect();
+        broken_frequencies.sort_unstable();
+        broken_frequencies.dedup();
+        let flagged_within_one = starts
+            .iter()
+            .filter(|s| match (s.transition, s.break_index) {
+                (Some(t), Some(b)) => t.index.abs_diff(b) <= 1,
+                _ => false,
+            })
+            .count();
+        let mut tr: Vec<f64> = starts.iter().filter_map(|s| s.transition.map(|t| t.radius)).collect();
+        tr.sort_by(f64::total_cmp);
+        let transition_radius = (!tr.is_empty()).then(|| tr[tr.len() / 2]);
+        tracing::info!(
+            label,
+            formulation = form.name,
+            single_breaks,
+            ?broken_frequencies,
+            ?transition_radius,
+            "sphere formulation done"
+        );
+        runs.push(FormulationRun {
+            formulation: form.clone(),
+            step,
+            loss0,
+            eigenvalues: values,
+            starts,
+            single_breaks,
+            broken_frequencies,
+            flagged_within_one,
+            transition_radius,
+            evaluations: cfg.starts * radii.len() * cfg.iters,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    // the enumeration, with the formulation that broke most often
+    let best = runs
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| a.single_breaks.cmp(&b.single_breaks).then(j.cmp(i)))
+        .filter(|(_, r)| r.single_breaks > 0)
+        .map(|(i, _)| i);
+    let (mut enumeration, mut stop, mut recall, mut duplicate) = (Vec::new(), "not run".to_string(), 0.0, false);
+    if let Some(bi) = best {
+        let form = &runs[bi].formulation;
+        let theta0 = if form.checkpoint == Checkpoint::Final { &theta_final } else { &theta_grok };
+        let coords = match form.space {
+            Space::Units => Coords::shrink(theta0, &groups)?,
+            _ => {
+                let u: Vec<Vec<f64>> = match form.space {
+                    Space::HessianTop { k } => eig_cache
+                        .iter()
+                        .find(|(c, _)| *c == (form.checkpoint, false))
+                        .map(|(_, e)| e.1[..k.min(e.1.len())].to_vec()),
+                    Space::GaussNewtonTop { k } => eig_cache
+                        .iter()
+                        .find(|(c, _)| *c == (form.checkpoint, true))
+                        .map(|(_, e)| e.1[..k.min(e.1.len())].to_vec()),
+                    Space::HessianSlice { skip, k } => eig_cache
+                        .iter()
+                        .find(|(c, _)| *c == (form.checkpoint, false))
+                        .map(|(_, e)| e.1.iter().skip(skip).take(k).cloned().collect()),
+                    Space::Units => None,
+                }
+                .context("eigen-space of the best formulation")?;
+                Coords::orthonormal(u, Some(runs[bi].eigenvalues.clone()))?
+            }
+        };
+        let radii = if form.space == Space::Units { cfg.unit_radii.clone() } else { cfg.eigen_radii.clone() };
+        let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+        let order = |q: &RadiusPoint| group_concentration(&coords.delta(&q.c), &groups).participation;
+        let params = EnumerateParams {
+            search: SphereParams {
+                radii,
+                iters: cfg.iters,
+                step: 0.3,
+                starts: cfg.starts,
+                seed: cfg.seed ^ 0xDEF1,
+                bounds: (form.space == Space::Units).then_some((0.0, 1.0)),
+                gradient_orthogonal: form.gradient_orthogonal,
+                subtract_quadratic: form.subtract_quadratic,
+            },
+            max_modules: cfg.enumerate_max,
+            threshold: Some(cfg.threshold),
+            max_loss: Some(cfg.enumerate_max_loss),
+        };
+        let e = enumerate(&obj, theta0, &coords, &params, Some(&order), &mut |_, _| {})
+            .context("sphere enumeration")?;
+        stop = format!("{:?}", e.stop);
+        let mut seen = Vec::new();
+        for b in &e.breaks {
+            let d = coords.delta(&b.point.c);
+            let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
+            let survival = truth.survival(model, &th)?;
+            let broken = truth.single_break(&survival);
+            if let Some(k) = broken {
+                if seen.contains(&k) {
+                    duplicate = true;
+                } else {
+                    seen.push(k);
+                }
+            }
+            let pw = truth.power(model, &th);
+            enumeration.push(EnumBreak {
+                radius: b.point.radius,
+                loss: gensplit_sphere::Objective::value_grad(&ce, &th, &mut vec![0.0; th.len()])?,
+                embed_power: pw.iter().zip(&truth.power0).map(|(a, b)| a / b.max(f64::MIN_POSITIVE)).collect(),
+                survival,
+                broken,
+            });
+        }
+        recall = seen.len() as f64 / keys.len().max(1) as f64;
+    }
+    Ok(SphereResult {
+        label: label.to_string(),
+        key_frequencies: keys,
+        excluded_loss,
+        grokked_step,
+        best: best.map(|i| runs[i].formulation.name.clone()),
+        formulations: runs,
+        enumeration,
+        enumeration_stop: stop,
+        recall,
+        duplicate,
+    })
+}
