@@ -431,6 +431,8 @@ impl ReproConfig {
         c.sphere.iters = 2;
         c.sphere.eigen_radii = vec![0.5, 1.0];
         c.sphere.unit_radii = vec![0.5, 1.0];
+        c.sphere.component_radii = vec![0.5, 1.0];
+        c.sphere.second_network.clear();
         c.sphere.max_matvecs = 20;
         c.sphere.enumerate_max = 1;
         for f in &mut c.sphere.formulations {

@@ -10,10 +10,10 @@ pub mod config;
 pub mod export;
 pub mod hessian;
 pub mod report;
-pub mod stages;
-pub mod steer;
 pub mod sphere;
 pub mod sphere_report;
+pub mod stages;
+pub mod steer;
 pub mod steer_report;
 
 use anyhow::{Context, Result};

@@ -12,11 +12,14 @@
 //! and row-centred logits z̃. A **single break** is a move where one key
 //! frequency keeps ≤ 20% and every other keeps ≥ 80%.
 //!
-//! **Order parameter.** The participation ratio of the weight change over
-//! the 128 hidden units (`gensplit_sphere::group_concentration`, unit =
-//! incoming weights, bias, outgoing weights): a move that deletes one
-//! Fourier module concentrates on that module's units, so the ratio drops.
-//! The transition is its largest relative drop between consecutive radii
+//! **Order parameter.** The participation ratio, over the hidden units, of
+//! the change of each unit's contribution to the logits: with
+//! `C_j(x) = W₂[:, j] h_j(x)`, `e_j = Σ_x ‖C_j(x; θ) − C_j(x; θ*)‖²` over the
+//! training inputs and `PR = (Σ e_j)² / Σ e_j²`. It reads no labels and no
+//! frequencies, and sees every kind of move (embedding, first layer, second
+//! layer). A move that deletes one Fourier module changes only that
+//! module's units, so the ratio drops to about the module's size.
+//! The transition is its first relative jump (rise or drop) between consecutive radii
 //! above `threshold`.
 //!
 //! Why most formulations fail, and what works, is in the report and in
@@ -29,8 +32,8 @@ use gensplit_eigen::{lanczos, LanczosParams, Which};
 use gensplit_hvp::{Curvature, HessianOperator};
 use gensplit_models::{evaluate_logits, Dataset, Inputs, Model};
 use gensplit_sphere::{
-    detect_transition, enumerate, group_concentration, search, unit_groups, Avoid, Coords, EnumerateParams, LogitLoss,
-    ModelObjective, RadiusPoint, SphereParams, Transition,
+    detect_transition, enumerate, search, unit_groups, Avoid, Coords, EnumerateParams, LogitLoss, ModelObjective,
+    RadiusPoint, SphereParams, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +72,15 @@ pub enum Space {
     /// Shrink coordinates over the hidden units, box `[0, 1]` (radius = √
     /// number of units deleted).
     Units,
+    /// Shrink coordinates over the principal components of the token
+    /// embedding that hold `energy` of its squared norm (at most k), box
+    /// `[0, 1]` (radius = √ number of components deleted).
+    EmbeddingComponents {
+        /// k.
+        k: usize,
+        /// Share of ‖E‖²_F the components must hold.
+        energy: f64,
+    },
 }
 
 /// One formulation of the search.
@@ -88,6 +100,8 @@ pub struct Formulation {
     pub gradient_orthogonal: bool,
     /// Drop eigen-directions with negative eigenvalues.
     pub positive_only: bool,
+    /// A fresh random start at every radius instead of a warm start.
+    pub cold_starts: bool,
 }
 
 /// Settings of the modular-addition sphere stages.
@@ -103,6 +117,8 @@ pub struct SphereConfig {
     pub eigen_radii: Vec<f64>,
     /// Radii for unit shrink coordinates (√ units deleted).
     pub unit_radii: Vec<f64>,
+    /// Radii for embedding-component shrink coordinates.
+    pub component_radii: Vec<f64>,
     /// Relative drop of the order parameter that flags a transition.
     pub threshold: f64,
     /// Lanczos matvec budget for the eigen-spaces computed here.
@@ -113,6 +129,10 @@ pub struct SphereConfig {
     pub enumerate_max_loss: f64,
     /// The formulations, in table order.
     pub formulations: Vec<Formulation>,
+    /// The formulations (by name) run on the second network; empty = all.
+    /// The full table is explored on the first network; the second checks
+    /// that what worked there is not tuned to one network.
+    pub second_network: Vec<String>,
 }
 
 impl SphereConfig {
@@ -127,6 +147,7 @@ impl SphereConfig {
             subtract_quadratic: sub,
             gradient_orthogonal: orth,
             positive_only: pos,
+            cold_starts: false,
         };
         use Checkpoint::{Final, Grokked};
         let top = Space::HessianTop { k: 20 };
@@ -136,21 +157,97 @@ impl SphereConfig {
             iters: 30,
             eigen_radii: vec![1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0],
             unit_radii: vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            component_radii: vec![0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5],
             threshold: 0.3,
             max_matvecs: 200,
             enumerate_max: 7,
             enumerate_max_loss: 1.0,
+            second_network: vec![
+                "final_hessian_top20".into(),
+                "final_gauss_newton_top20".into(),
+                "final_units_shrink".into(),
+                "final_embedding_components_shrink".into(),
+            ],
             formulations: vec![
                 f("final_hessian_top20", Final, top, ce, false, false, false),
-                f("final_hessian_top20_minus_quadratic", Final, top, ce, true, false, false),
-                f("final_hessian_slice10_20_minus_quadratic", Final, Space::HessianSlice { skip: 10, k: 10 }, ce, true, false, false),
-                f("final_gauss_newton_top20", Final, Space::GaussNewtonTop { k: 20 }, ce, false, true, false),
-                f("final_hessian_top20_tempered_t8", Final, top, LogitLoss::CrossEntropy { temperature: 8.0 }, false, false, false),
-                f("final_hessian_top20_margin_k5", Final, top, LogitLoss::Margin { margin: 5.0 }, false, false, false),
+                f(
+                    "final_hessian_top20_minus_quadratic",
+                    Final,
+                    top,
+                    ce,
+                    true,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_hessian_slice10_20_minus_quadratic",
+                    Final,
+                    Space::HessianSlice { skip: 10, k: 10 },
+                    ce,
+                    true,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_gauss_newton_top20",
+                    Final,
+                    Space::GaussNewtonTop { k: 20 },
+                    ce,
+                    false,
+                    true,
+                    false,
+                ),
+                f(
+                    "final_hessian_top20_tempered_t8",
+                    Final,
+                    top,
+                    LogitLoss::CrossEntropy { temperature: 8.0 },
+                    false,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_hessian_top20_margin_k5",
+                    Final,
+                    top,
+                    LogitLoss::Margin { margin: 5.0 },
+                    false,
+                    false,
+                    false,
+                ),
                 f("grokked_hessian_top20", Grokked, top, ce, false, false, false),
-                f("grokked_hessian_top20_gradorth_positive", Grokked, top, ce, false, true, true),
+                f(
+                    "grokked_hessian_top20_gradorth_positive",
+                    Grokked,
+                    top,
+                    ce,
+                    false,
+                    true,
+                    true,
+                ),
                 f("final_units_shrink", Final, Space::Units, ce, false, false, false),
                 f("grokked_units_shrink", Grokked, Space::Units, ce, false, false, false),
+                f(
+                    "final_embedding_components_shrink",
+                    Final,
+                    Space::EmbeddingComponents { k: 16, energy: 0.9 },
+                    ce,
+                    false,
+                    false,
+                    false,
+                ),
+                Formulation {
+                    cold_starts: true,
+                    ..f(
+                        "final_embedding_components_shrink_cold",
+                        Final,
+                        Space::EmbeddingComponents { k: 16, energy: 0.9 },
+                        ce,
+                        false,
+                        false,
+                        false,
+                    )
+                },
             ],
         }
     }
@@ -161,12 +258,23 @@ impl SphereConfig {
         c.iters = 12;
         c.eigen_radii = vec![1.0, 4.0, 8.0, 12.0];
         c.unit_radii = vec![0.5, 1.0, 2.0, 3.0];
+        c.component_radii = vec![0.5, 1.0, 1.5];
         c.max_matvecs = 60;
         c.enumerate_max = 3;
+        c.second_network.retain(|n| {
+            matches!(
+                n.as_str(),
+                "final_hessian_top20" | "final_units_shrink" | "final_embedding_components_shrink"
+            )
+        });
         c.formulations.retain(|f| {
             matches!(
                 f.name.as_str(),
-                "final_hessian_top20" | "grokked_hessian_top20" | "final_units_shrink" | "final_gauss_newton_top20"
+                "final_hessian_top20"
+                    | "grokked_hessian_top20"
+                    | "final_units_shrink"
+                    | "final_gauss_newton_top20"
+                    | "final_embedding_components_shrink"
             )
         });
         for f in &mut c.formulations {
@@ -181,7 +289,17 @@ impl SphereConfig {
         anyhow::ensure!(self.starts >= 1, "sphere.starts must be at least 1");
         anyhow::ensure!(self.iters >= 1, "sphere.iters must be at least 1");
         anyhow::ensure!(!self.formulations.is_empty(), "sphere.formulations is empty");
-        for (field, r) in [("eigen_radii", &self.eigen_radii), ("unit_radii", &self.unit_radii)] {
+        for n in &self.second_network {
+            anyhow::ensure!(
+                self.formulations.iter().any(|f| &f.name == n),
+                "sphere.second_network names `{n}`, which is not in sphere.formulations"
+            );
+        }
+        for (field, r) in [
+            ("eigen_radii", &self.eigen_radii),
+            ("unit_radii", &self.unit_radii),
+            ("component_radii", &self.component_radii),
+        ] {
             anyhow::ensure!(
                 !r.is_empty() && r.iter().all(|x| x.is_finite() && *x > 0.0) && r.windows(2).all(|w| w[1] > w[0]),
                 "sphere.{field} must be positive and strictly increasing, got {r:?}"
@@ -339,8 +457,7 @@ impl Truth {
     }
     fn survival(&self, model: &gensplit_models::AnyModel, theta: &[f64]) -> Result<Vec<f64>> {
         let s = self.signal(model, theta)?;
-        Ok(s
-            .iter()
+        Ok(s.iter()
             .zip(&self.reference)
             .map(|(a, r)| (a.0 * r.0 + a.1 * r.1) / (r.0 * r.0 + r.1 * r.1).max(f64::MIN_POSITIVE))
             .collect())
@@ -385,6 +502,51 @@ impl Truth {
     }
 }
 
+/// The order parameter (module docs) for the modular MLP.
+fn unit_change_pr(model: &gensplit_models::AnyModel, th0: &[f64], th: &[f64], a: &[u32], b: &[u32]) -> f64 {
+    let gensplit_models::AnyModel::ModMlp(m) = model else {
+        return f64::NAN;
+    };
+    let (p, d, h) = (m.config().p, m.config().embed, m.config().hidden);
+    let bl = m.layout().blocks();
+    let (oe, ow1, ob1, ow2) = (bl[0].offset, bl[1].offset, bl[2].offset, bl[3].offset);
+    let hidden = |t: &[f64], x: u32, y: u32, out: &mut [f64]| {
+        for (j, o) in out.iter_mut().enumerate() {
+            let w = &t[ow1 + j * 2 * d..ow1 + (j + 1) * 2 * d];
+            let ea = &t[oe + x as usize * d..oe + (x as usize + 1) * d];
+            let eb = &t[oe + y as usize * d..oe + (y as usize + 1) * d];
+            let mut v = t[ob1 + j];
+            for i in 0..d {
+                v += w[i] * ea[i] + w[d + i] * eb[i];
+            }
+            *o = v.max(0.0);
+        }
+    };
+    // per unit: ‖W₂'ⱼ‖², ‖W₂ⱼ‖², W₂'ⱼ·W₂ⱼ
+    let mut n1 = vec![0.0; h];
+    let mut n0 = vec![0.0; h];
+    let mut x01 = vec![0.0; h];
+    for c in 0..p {
+        for j in 0..h {
+            let (u, v) = (th[ow2 + c * h + j], th0[ow2 + c * h + j]);
+            n1[j] += u * u;
+            n0[j] += v * v;
+            x01[j] += u * v;
+        }
+    }
+    let (mut h1, mut h0) = (vec![0.0; h], vec![0.0; h]);
+    let mut e = vec![0.0; h];
+    for (&x, &y) in a.iter().zip(b) {
+        hidden(th, x, y, &mut h1);
+        hidden(th0, x, y, &mut h0);
+        for j in 0..h {
+            e[j] += n1[j] * h1[j] * h1[j] + n0[j] * h0[j] * h0[j] - 2.0 * x01[j] * h1[j] * h0[j];
+        }
+    }
+    let e: Vec<f64> = e.into_iter().map(|v| v.max(0.0).sqrt()).collect();
+    gensplit_sphere::participation_ratio(&e)
+}
+
 fn top_eigs(
     model: &gensplit_models::AnyModel,
     theta: &[f64],
@@ -403,14 +565,27 @@ fn top_eigs(
         seed,
         ..Default::default()
     };
-    let eig = lanczos(&op, &params, &mut |_: &gensplit_eigen::StepInfo<'_>| {}).context("Lanczos for the sphere search space")?;
+    let eig = lanczos(&op, &params, &mut |_: &gensplit_eigen::StepInfo<'_>| {})
+        .context("Lanczos for the sphere search space")?;
     tracing::info!(?curvature, matvecs = eig.matvecs, stop = ?eig.stop, "sphere: eigen-space");
     Ok((eig.values, eig.vectors))
 }
 
 /// Runs every formulation, then the enumeration with the best one.
-pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &SphereConfig) -> Result<SphereResult> {
+pub fn run(
+    label: &str,
+    recipe: &ModAddRecipe,
+    modadd: &ModAddResult,
+    cfg: &SphereConfig,
+    second: bool,
+) -> Result<SphereResult> {
     cfg.validate()?;
+    let mut cfg = cfg.clone();
+    if second && !cfg.second_network.is_empty() {
+        let keep = cfg.second_network.clone();
+        cfg.formulations.retain(|f| keep.contains(&f.name));
+    }
+    let cfg = &cfg;
     let data = gensplit_data::modular::generate(&recipe.data)?;
     let (train, test) = (Dataset::from_modadd(&data.train), Dataset::from_modadd(&data.test));
     let model = &modadd.trained.model;
@@ -428,6 +603,9 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
     let truth = Truth::new(model, &theta_final, p, &keys)?;
     let excluded_loss = truth.excluded_loss(model, &theta_final, &train)?;
     let groups = unit_groups(model.layout(), "fc1", "fc2")?;
+    let gensplit_models::DataInputs::Tokens { a: ta, b: tb } = &train.inputs else {
+        anyhow::bail!("modadd training data are not token pairs");
+    };
     let ce = ModelObjective::new(model, &train, LogitLoss::CE, 0)?;
     let mut eig_cache: Vec<((Checkpoint, bool), (Vec<f64>, Vec<Vec<f64>>))> = Vec::new();
     let mut runs = Vec::new();
@@ -469,6 +647,12 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
                 cfg.unit_radii.clone(),
                 Some((0.0, 1.0)),
             ),
+            Space::EmbeddingComponents { k, energy } => (
+                Vec::new(),
+                Coords::block_components(theta0, model.layout(), "embed", k, energy)?,
+                cfg.component_radii.clone(),
+                Some((0.0, 1.0)),
+            ),
             sp => {
                 let (mut vals, mut vecs) = match sp {
                     Space::HessianTop { k } => need(false, k)?,
@@ -477,11 +661,16 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
                         let (v, u) = need(false, skip + k)?;
                         (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
                     }
-                    Space::Units => unreachable!("handled above"),
+                    Space::Units | Space::EmbeddingComponents { .. } => unreachable!("handled above"),
                 };
                 if form.positive_only {
                     let keep: Vec<bool> = vals.iter().map(|&l| l > 0.0).collect();
-                    vecs = vecs.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(v, _)| v).collect();
+                    vecs = vecs
+                        .into_iter()
+                        .zip(&keep)
+                        .filter(|(_, &k)| k)
+                        .map(|(v, _)| v)
+                        .collect();
                     vals.retain(|&l| l > 0.0);
                 }
                 anyhow::ensure!(!vecs.is_empty(), "formulation {}: empty eigen-space", form.name);
@@ -499,6 +688,7 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
             bounds,
             gradient_orthogonal: form.gradient_orthogonal,
             subtract_quadratic: form.subtract_quadratic,
+            warm_start: !form.cold_starts,
         };
         let paths = search(&obj, theta0, &coords, &params, &Avoid::default(), &mut |_| {})
             .with_context(|| format!("sphere search, formulation {}", form.name))?;
@@ -522,7 +712,7 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
                 let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
                 s.loss.push(gensplit_sphere::Objective::value_grad(&ce, &th, &mut g)?);
                 s.objective.push(q.objective);
-                s.unit_pr.push(group_concentration(&d, &groups).participation);
+                s.unit_pr.push(unit_change_pr(model, theta0, &th, ta, tb));
                 s.test_acc.push(gensplit_models::evaluate(model, &th, &test, 4096)?.acc);
                 let sv = truth.survival(model, &th)?;
                 if s.break_index.is_none() {
@@ -583,9 +773,16 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
     let (mut enumeration, mut stop, mut recall, mut duplicate) = (Vec::new(), "not run".to_string(), 0.0, false);
     if let Some(bi) = best {
         let form = &runs[bi].formulation;
-        let theta0 = if form.checkpoint == Checkpoint::Final { &theta_final } else { &theta_grok };
+        let theta0 = if form.checkpoint == Checkpoint::Final {
+            &theta_final
+        } else {
+            &theta_grok
+        };
         let coords = match form.space {
             Space::Units => Coords::shrink(theta0, &groups)?,
+            Space::EmbeddingComponents { k, energy } => {
+                Coords::block_components(theta0, model.layout(), "embed", k, energy)?
+            }
             _ => {
                 let u: Vec<Vec<f64>> = match form.space {
                     Space::HessianTop { k } => eig_cache
@@ -600,15 +797,23 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
                         .iter()
                         .find(|(c, _)| *c == (form.checkpoint, false))
                         .map(|(_, e)| e.1.iter().skip(skip).take(k).cloned().collect()),
-                    Space::Units => None,
+                    Space::Units | Space::EmbeddingComponents { .. } => None,
                 }
                 .context("eigen-space of the best formulation")?;
                 Coords::orthonormal(u, Some(runs[bi].eigenvalues.clone()))?
             }
         };
-        let radii = if form.space == Space::Units { cfg.unit_radii.clone() } else { cfg.eigen_radii.clone() };
+        let (radii, bounds) = match form.space {
+            Space::Units => (cfg.unit_radii.clone(), Some((0.0, 1.0))),
+            Space::EmbeddingComponents { .. } => (cfg.component_radii.clone(), Some((0.0, 1.0))),
+            _ => (cfg.eigen_radii.clone(), None),
+        };
         let obj = ModelObjective::new(model, &train, form.loss, 0)?;
-        let order = |q: &RadiusPoint| group_concentration(&coords.delta(&q.c), &groups).participation;
+        let order = |q: &RadiusPoint| {
+            let d = coords.delta(&q.c);
+            let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
+            unit_change_pr(model, theta0, &th, ta, tb)
+        };
         let params = EnumerateParams {
             search: SphereParams {
                 radii,
@@ -616,16 +821,17 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
                 step: 0.3,
                 starts: cfg.starts,
                 seed: cfg.seed ^ 0xDEF1,
-                bounds: (form.space == Space::Units).then_some((0.0, 1.0)),
+                bounds,
                 gradient_orthogonal: form.gradient_orthogonal,
                 subtract_quadratic: form.subtract_quadratic,
+                warm_start: !form.cold_starts,
             },
             max_modules: cfg.enumerate_max,
             threshold: Some(cfg.threshold),
             max_loss: Some(cfg.enumerate_max_loss),
         };
-        let e = enumerate(&obj, theta0, &coords, &params, Some(&order), &mut |_, _| {})
-            .context("sphere enumeration")?;
+        let e =
+            enumerate(&obj, theta0, &coords, &params, Some(&order), &mut |_, _| {}).context("sphere enumeration")?;
         stop = format!("{:?}", e.stop);
         let mut seen = Vec::new();
         for b in &e.breaks {
@@ -644,7 +850,11 @@ pub fn run(label: &str, recipe: &ModAddRecipe, modadd: &ModAddResult, cfg: &Sphe
             enumeration.push(EnumBreak {
                 radius: b.point.radius,
                 loss: gensplit_sphere::Objective::value_grad(&ce, &th, &mut vec![0.0; th.len()])?,
-                embed_power: pw.iter().zip(&truth.power0).map(|(a, b)| a / b.max(f64::MIN_POSITIVE)).collect(),
+                embed_power: pw
+                    .iter()
+                    .zip(&truth.power0)
+                    .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
+                    .collect(),
                 survival,
                 broken,
             });

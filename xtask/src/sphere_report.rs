@@ -29,6 +29,16 @@ pub fn summary(results: &[SphereResult]) -> Value {
                     "checkpoint_step": f.step,
                     "loss_at_start": f.loss0,
                     "evaluations": f.evaluations,
+                    "paths": f.starts.iter().map(|s| json!({
+                        "radii": s.radii,
+                        "loss": s.loss,
+                        "order_parameter": s.unit_pr,
+                        "test_acc": s.test_acc,
+                        "survival": s.survival,
+                        "transition_index": s.transition.map(|t| t.index),
+                        "break_index": s.break_index,
+                        "broken": s.broken,
+                    })).collect::<Vec<_>>(),
                 }),
             );
         }
@@ -72,12 +82,32 @@ pub fn figures(fig_dir: &Path, r: &SphereResult) -> Result<String> {
         root.fill(&WHITE)?;
         let panels = root.split_evenly((1, 3));
         if let Some(f) = f {
-            let rmax = f.starts.iter().flat_map(|s| s.radii.last().copied()).fold(1.0f64, f64::max);
-            let lmin = f.starts.iter().flat_map(|s| s.loss.iter().copied()).fold(f64::INFINITY, f64::min).max(1e-12);
-            let lmax = f.starts.iter().flat_map(|s| s.loss.iter().copied()).fold(lmin * 10.0, f64::max);
-            let prmax = f.starts.iter().flat_map(|s| s.unit_pr.iter().copied()).fold(1.0f64, f64::max);
+            let rmax = f
+                .starts
+                .iter()
+                .flat_map(|s| s.radii.last().copied())
+                .fold(1.0f64, f64::max);
+            let lmin = f
+                .starts
+                .iter()
+                .flat_map(|s| s.loss.iter().copied())
+                .fold(f64::INFINITY, f64::min)
+                .max(1e-12);
+            let lmax = f
+                .starts
+                .iter()
+                .flat_map(|s| s.loss.iter().copied())
+                .fold(lmin * 10.0, f64::max);
+            let prmax = f
+                .starts
+                .iter()
+                .flat_map(|s| s.unit_pr.iter().copied())
+                .fold(1.0f64, f64::max);
             let mut ch = ChartBuilder::on(&panels[0])
-                .caption(format!("{}: training loss vs radius ({})", r.label, f.formulation.name), ("sans-serif", 14))
+                .caption(
+                    format!("{}: training loss vs radius ({})", r.label, f.formulation.name),
+                    ("sans-serif", 14),
+                )
                 .margin(8)
                 .x_label_area_size(30)
                 .y_label_area_size(60)
@@ -85,26 +115,50 @@ pub fn figures(fig_dir: &Path, r: &SphereResult) -> Result<String> {
             ch.configure_mesh().x_desc("radius").y_desc("loss (nats)").draw()?;
             for (i, s) in f.starts.iter().enumerate() {
                 let col = Palette99::pick(i).to_rgba();
-                ch.draw_series(LineSeries::new(s.radii.iter().copied().zip(s.loss.iter().map(|l| l.max(lmin))), col))?;
+                ch.draw_series(LineSeries::new(
+                    s.radii.iter().copied().zip(s.loss.iter().map(|l| l.max(lmin))),
+                    col,
+                ))?;
                 if let Some(b) = s.break_index {
-                    ch.draw_series(std::iter::once(Circle::new((s.radii[b], s.loss[b].max(lmin)), 5, col.filled())))?;
+                    ch.draw_series(std::iter::once(Circle::new(
+                        (s.radii[b], s.loss[b].max(lmin)),
+                        5,
+                        col.filled(),
+                    )))?;
                 }
             }
             let mut ch = ChartBuilder::on(&panels[1])
-                .caption("order parameter: participation ratio over hidden units", ("sans-serif", 14))
+                .caption(
+                    "order parameter: participation ratio over hidden units",
+                    ("sans-serif", 14),
+                )
                 .margin(8)
                 .x_label_area_size(30)
                 .y_label_area_size(50)
                 .build_cartesian_2d(0.0..rmax * 1.05, 0.0..prmax * 1.1)?;
-            ch.configure_mesh().x_desc("radius (x: transition, dot: single break)").y_desc("units").draw()?;
+            ch.configure_mesh()
+                .x_desc("radius (x: transition, dot: single break)")
+                .y_desc("units")
+                .draw()?;
             for (i, s) in f.starts.iter().enumerate() {
                 let col = Palette99::pick(i).to_rgba();
-                ch.draw_series(LineSeries::new(s.radii.iter().copied().zip(s.unit_pr.iter().copied()), col))?;
+                ch.draw_series(LineSeries::new(
+                    s.radii.iter().copied().zip(s.unit_pr.iter().copied()),
+                    col,
+                ))?;
                 if let Some(t) = s.transition {
-                    ch.draw_series(std::iter::once(Cross::new((t.radius, s.unit_pr[t.index]), 6, col.stroke_width(2))))?;
+                    ch.draw_series(std::iter::once(Cross::new(
+                        (t.radius, s.unit_pr[t.index]),
+                        6,
+                        col.stroke_width(2),
+                    )))?;
                 }
                 if let Some(b) = s.break_index {
-                    ch.draw_series(std::iter::once(Circle::new((s.radii[b], s.unit_pr[b]), 5, col.filled())))?;
+                    ch.draw_series(std::iter::once(Circle::new(
+                        (s.radii[b], s.unit_pr[b]),
+                        5,
+                        col.filled(),
+                    )))?;
                 }
             }
         }
@@ -132,8 +186,14 @@ pub fn figures(fig_dir: &Path, r: &SphereResult) -> Result<String> {
                 )))?;
             }
         }
-        ch.draw_series(LineSeries::new([(0.0, 0.2), ((nb * (nk + 1)) as f64, 0.2)], BLACK.stroke_width(1)))?;
-        ch.draw_series(LineSeries::new([(0.0, 0.8), ((nb * (nk + 1)) as f64, 0.8)], BLACK.stroke_width(1)))?;
+        ch.draw_series(LineSeries::new(
+            [(0.0, 0.2), ((nb * (nk + 1)) as f64, 0.2)],
+            BLACK.stroke_width(1),
+        ))?;
+        ch.draw_series(LineSeries::new(
+            [(0.0, 0.8), ((nb * (nk + 1)) as f64, 0.8)],
+            BLACK.stroke_width(1),
+        ))?;
         root.present()?;
     }
     write_atomic(&fig_dir.join(&name), svg.as_bytes())?;
@@ -141,11 +201,19 @@ pub fn figures(fig_dir: &Path, r: &SphereResult) -> Result<String> {
 }
 
 fn pct(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{:.0}%", 100.0 * x)).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|x| format!("{:.0}%", 100.0 * x))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The report section.
-pub fn markdown(md: &mut String, results: &[SphereResult], figs: &[String], stage_seconds: &[Option<f64>]) -> Result<()> {
+pub fn markdown(
+    md: &mut String,
+    results: &[SphereResult],
+    figs: &[String],
+    stage_seconds: &[Option<f64>],
+) -> Result<()> {
     writeln!(
         md,
         "## Unsupervised sphere search (modular addition)\n\nFrom θ* the search minimises a loss on spheres \
@@ -165,9 +233,17 @@ pub fn markdown(md: &mut String, results: &[SphereResult], figs: &[String], stag
              the logits): {}. Grokked checkpoint: step {}. Stage time: {}.\n",
             r.label,
             r.key_frequencies,
-            r.excluded_loss.iter().map(|l| format!("{l:.3e}")).collect::<Vec<_>>().join(", "),
+            r.excluded_loss
+                .iter()
+                .map(|l| format!("{l:.3e}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.grokked_step,
-            stage_seconds.get(i).copied().flatten().map_or("cached".into(), |s| format!("{s:.0} s")),
+            stage_seconds
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or("cached".into(), |s| format!("{s:.0} s")),
         )?;
         writeln!(
             md,
@@ -207,7 +283,11 @@ pub fn markdown(md: &mut String, results: &[SphereResult], figs: &[String], stag
             r.best.as_deref().unwrap_or("no formulation broke"),
             r.enumeration_stop,
             r.recall,
-            if r.duplicate { ", a frequency was reported twice" } else { "" }
+            if r.duplicate {
+                ", a frequency was reported twice"
+            } else {
+                ""
+            }
         )?;
         if !r.enumeration.is_empty() {
             writeln!(md, "| break | radius | training loss | survival | embedding power (rel.) | broken |\n| ---: | ---: | ---: | --- | --- | --- |")?;

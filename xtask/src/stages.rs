@@ -566,10 +566,13 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         },
     )?;
     hessian.push(h);
-    let (mod2_key, modadd_seed2) =
-        ctx.stage("train_modadd_seed2", version::TRAIN_MODADD, &cfg.modadd_seed2, &[], || {
-            train_modadd(&cfg.modadd_seed2)
-        })?;
+    let (mod2_key, modadd_seed2) = ctx.stage(
+        "train_modadd_seed2",
+        version::TRAIN_MODADD,
+        &cfg.modadd_seed2,
+        &[],
+        || train_modadd(&cfg.modadd_seed2),
+    )?;
     let mut sphere = Vec::new();
     for (label, recipe, key, result) in [
         ("modadd", &cfg.modadd, mod_key, &modadd),
@@ -580,7 +583,7 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
             version::SPHERE,
             &(&cfg.sphere, recipe),
             &[key],
-            || crate::sphere::run(label, recipe, result, &cfg.sphere),
+            || crate::sphere::run(label, recipe, result, &cfg.sphere, label != "modadd"),
         )?;
         sphere.push(r);
     }

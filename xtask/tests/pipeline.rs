@@ -43,7 +43,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     xtask::reproduce(&cfg, &b, false, &mnist()).unwrap();
     // same config and seeds -> bit-identical artifacts
     let (fa, fb) = (artifacts(&a), artifacts(&b));
-    assert_eq!(fa.len(), 14); // data, 3 training, 7 Hessian, per-layer, 2 steering stages
+    assert_eq!(fa.len(), 17); // data, 4 training, 7 Hessian, per-layer, 2 steering, 2 sphere stages
     assert_eq!(fa, fb);
 
     // second run in the same directory: every stage is a cache hit
@@ -69,11 +69,11 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     // a different seed changes the key (new file), not the old artifact
     let mut cfg2 = cfg.clone();
     cfg2.modadd.init_seed += 1;
-    // ... and of everything downstream of it (train_modadd, hessian_modadd)
+    // ... and of everything downstream of it (train_modadd, hessian_modadd, sphere_modadd)
     let runs = xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
     let recomputed: Vec<&str> = runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect();
-    assert_eq!(recomputed, ["train_modadd", "hessian_modadd"]);
-    assert_eq!(artifacts(&a).len(), 16);
+    assert_eq!(recomputed, ["train_modadd", "hessian_modadd", "sphere_modadd"]);
+    assert_eq!(artifacts(&a).len(), 20);
 
     // summary.json has the documented schema
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("report/summary.json")).unwrap()).unwrap();
@@ -84,6 +84,28 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         }
     }
     assert!(s["modadd"]["test_acc"].as_f64().is_some());
+    // sphere search keys (issue 9's schema)
+    for label in ["modadd", "modadd_seed2"] {
+        let sp = &s["sphere"][label];
+        let forms = sp["formulations"].as_object().expect("sphere formulations");
+        assert!(!forms.is_empty());
+        for (name, f) in forms {
+            assert!(f["starts"].as_u64().is_some(), "sphere.{label}.{name}.starts");
+            assert!(
+                f["single_breaks"].as_u64().is_some(),
+                "sphere.{label}.{name}.single_breaks"
+            );
+            assert!(f["broken_frequencies"].as_array().is_some());
+            assert!(f.get("transition_radius").is_some());
+        }
+        let best = &sp["best"];
+        assert!(
+            best["recall"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)),
+            "sphere.{label}.best.recall"
+        );
+        assert!(best["key_frequencies"].as_array().is_some() && best["broken_frequencies"].as_array().is_some());
+        assert!(best.get("formulation").is_some());
+    }
     assert!(s["modadd"]["key_frequencies"].as_array().is_some());
     assert!(s["config"]["quick"].as_bool().is_some());
     for stage in ["data", "train_cnn_mixed_only", "train_cnn_pretrained", "train_modadd"] {

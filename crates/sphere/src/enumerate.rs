@@ -7,9 +7,12 @@
 //! never touches a group an earlier one deleted, and, being non-negative
 //! and zero on that support, is orthogonal to it. In each round,
 //! the label-free order parameter (the participation ratio of `c` unless
-//! the caller supplies another) is scanned along every start's path; the
-//! start whose order parameter drops the most past the threshold gives
-//! the break, taken at the radius right after its drop. Enumeration stops
+//! the caller supplies another) is scanned along every start's path
+//! ([`detect_transition`]: its first jump past the threshold); among the
+//! starts that show one, the one with the lowest objective just before its
+//! jump gives the break, taken at that radius: the last point before the
+//! damage spilled over (for a rise) or the first concentrated point (for a
+//! drop). Enumeration stops
 //! when no start shows a transition, or after `max_modules` rounds.
 
 use crate::order::{detect_transition, Transition};
@@ -74,17 +77,23 @@ pub struct Enumeration {
 /// The order parameter of a path: one value per radius.
 pub type OrderFn<'a> = dyn Fn(&RadiusPoint) -> f64 + 'a;
 
-/// The most pronounced transition among `paths` (start index and the
-/// transition), by [`detect_transition`] on `order`.
-pub fn best_transition(paths: &[StartPath], order: &OrderFn, threshold: f64) -> Option<(usize, Transition)> {
+/// The transition that gives a round's break: among the starts whose
+/// order parameter jumps past `threshold`, the one with the lowest
+/// objective at the break point (the radius just before a rise, or the
+/// radius of a drop). Returns (start, break index, transition).
+pub fn best_transition(paths: &[StartPath], order: &OrderFn, threshold: f64) -> Option<(usize, usize, Transition)> {
     paths
         .iter()
         .filter_map(|p| {
             let radii: Vec<f64> = p.points.iter().map(|q| q.radius).collect();
             let ord: Vec<f64> = p.points.iter().map(order).collect();
-            detect_transition(&radii, &ord, threshold).map(|t| (p.start, t))
+            detect_transition(&radii, &ord, threshold).map(|t| {
+                let i = if t.change > 0.0 { t.index - 1 } else { t.index };
+                (p.start, i, t, p.points[i].objective)
+            })
         })
-        .max_by(|a, b| a.1.drop.total_cmp(&b.1.drop).then(b.0.cmp(&a.0)))
+        .min_by(|a, b| a.3.total_cmp(&b.3).then(a.0.cmp(&b.0)))
+        .map(|(s, i, t, _)| (s, i, t))
 }
 
 /// Enumerates breaks by deflation (module docs). `order` defaults to the
@@ -115,7 +124,23 @@ pub fn enumerate<O: Objective>(
                 avoid.orthogonal.push(b.point.c.clone());
             }
         }
-        let paths = match search(obj, theta0, coords, &params.search, &avoid, &mut |e| observer(round, e)) {
+        // with a box, frozen coordinates lower the largest reachable radius
+        let mut sp = params.search.clone();
+        if let Some((lo, hi)) = sp.bounds {
+            let free = coords.dim() - {
+                let mut f = avoid.frozen.clone();
+                f.sort_unstable();
+                f.dedup();
+                f.len()
+            };
+            let cap = (free as f64).sqrt() * lo.abs().max(hi);
+            sp.radii.retain(|&r| r <= cap * (1.0 - 1e-9));
+            if sp.radii.len() < 2 {
+                stop = EnumStop::Exhausted;
+                break;
+            }
+        }
+        let paths = match search(obj, theta0, coords, &sp, &avoid, &mut |e| observer(round, e)) {
             Ok(p) => p,
             Err(SphereError::Infeasible { .. }) => {
                 stop = EnumStop::Exhausted;
@@ -124,12 +149,12 @@ pub fn enumerate<O: Objective>(
             Err(e) => return Err(e),
         };
         let pick = match params.threshold {
-            Some(th) => best_transition(&paths, order, th).map(|(s, t)| (s, t.index, Some(t))),
+            Some(th) => best_transition(&paths, order, th).map(|(s, i, t)| (s, i, Some(t))),
             None => paths
                 .iter()
                 .filter_map(|p| p.points.last().map(|q| (p.start, q.objective)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(s, _)| (s, params.search.radii.len() - 1, None)),
+                .map(|(s, _)| (s, sp.radii.len() - 1, None)),
         };
         let Some((start, index, transition)) = pick else {
             rounds.push(paths);

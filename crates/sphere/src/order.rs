@@ -11,9 +11,14 @@
 //!   schedule, `κₖ = 2[(Lₖ₊₁−Lₖ)/(rₖ₊₁−rₖ) − (Lₖ−Lₖ₋₁)/(rₖ−rₖ₋₁)] /
 //!   (rₖ₊₁−rₖ₋₁)`; a module that breaks makes `L(r)` bend down (its
 //!   loss is bounded once it is gone).
-//! * [`detect_transition`]: the largest relative drop of an order parameter
-//!   between consecutive radii; flagged when the drop exceeds `threshold`
-//!   (a fraction of the earlier value).
+//! * [`detect_transition`]: the first radius at which an order parameter
+//!   changes by more than `threshold` (relative to its previous value, in
+//!   either direction). In the searches that work (shrink coordinates), the
+//!   damage concentrates on one module from the smallest radius on; once
+//!   that module is used up, further damage must spill into the others and
+//!   the order parameter jumps up: the jump marks the radius where the
+//!   module has just been deleted. A drop marks the opposite transition
+//!   (spread damage suddenly concentrating).
 
 use serde::{Deserialize, Serialize};
 
@@ -76,27 +81,24 @@ pub struct Transition {
     pub index: usize,
     /// That radius.
     pub radius: f64,
-    /// Relative drop `(xₖ₋₁ − xₖ) / xₖ₋₁`.
-    pub drop: f64,
+    /// Relative change `(xₖ − xₖ₋₁) / xₖ₋₁` (negative for a drop).
+    pub change: f64,
 }
 
-/// The largest relative drop of `order` between consecutive radii, if it
-/// exceeds `threshold` (e.g. 0.3 = the order parameter fell by 30%).
+/// The first consecutive pair of radii where `order` changes by more than
+/// `threshold` relative to its previous value (e.g. 0.3 = a 30% rise or
+/// fall). Non-positive or non-finite values are skipped.
 pub fn detect_transition(radii: &[f64], order: &[f64], threshold: f64) -> Option<Transition> {
-    let mut best: Option<Transition> = None;
-    for k in 1..radii.len().min(order.len()) {
+    (1..radii.len().min(order.len())).find_map(|k| {
         let prev = order[k - 1];
         if !(prev > 0.0) || !order[k].is_finite() {
-            continue;
+            return None;
         }
-        let drop = (prev - order[k]) / prev;
-        if drop > threshold && best.is_none_or(|b| drop > b.drop) {
-            best = Some(Transition {
-                index: k,
-                radius: radii[k],
-                drop,
-            });
-        }
-    }
-    best
+        let change = (order[k] - prev) / prev;
+        (change.abs() > threshold).then_some(Transition {
+            index: k,
+            radius: radii[k],
+            change,
+        })
+    })
 }

@@ -49,6 +49,10 @@ pub struct SphereParams {
     /// Minimise the loss minus its quadratic model (needs the coordinates'
     /// curvature, see [`Coords::curvature`]).
     pub subtract_quadratic: bool,
+    /// Warm-start each radius from the previous radius's solution (`false`:
+    /// a fresh random point of the start's seed stream at every radius, so
+    /// a basin that only opens at a larger radius can be found).
+    pub warm_start: bool,
 }
 
 impl Default for SphereParams {
@@ -62,6 +66,7 @@ impl Default for SphereParams {
             bounds: None,
             gradient_orthogonal: false,
             subtract_quadratic: false,
+            warm_start: true,
         }
     }
 }
@@ -359,12 +364,25 @@ pub fn search<O: Objective>(
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut out = Vec::with_capacity(params.starts);
     for start in 0..params.starts {
-        let mut c: Vec<f64> = (0..k).map(|_| gaussian(&mut rng)).collect();
-        if params.bounds.is_some_and(|(lo, _)| lo >= 0.0) {
-            c.iter_mut().for_each(|x| *x = x.abs());
-        }
+        let nonneg = params.bounds.is_some_and(|(lo, _)| lo >= 0.0);
+        let draw = |rng: &mut ChaCha8Rng| -> Vec<f64> {
+            (0..k)
+                .map(|_| {
+                    let x = gaussian(rng);
+                    if nonneg {
+                        x.abs()
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        };
+        let mut c = draw(&mut rng);
         let mut points = Vec::with_capacity(params.radii.len());
-        for &r in &params.radii {
+        for (ri, &r) in params.radii.iter().enumerate() {
+            if ri > 0 && !params.warm_start {
+                c = draw(&mut rng);
+            }
             feasible(&mut c, r, &cons, params.bounds)?;
             let point = minimise_at(&mut ev, &mut c, r, params, &cons)?;
             observer(&Event::Radius { start, point: &point });

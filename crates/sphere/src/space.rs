@@ -95,6 +95,86 @@ impl Coords {
         Self::new(cols, None)
     }
 
+    /// Shrink coordinates over the top-`k` principal components of one
+    /// weight block `W` (`[rows, cols]`, the block's first axis by the rest):
+    /// with `W = Σᵢ σᵢ uᵢ vᵢᵀ`, column i is `−σᵢ uᵢ vᵢᵀ` placed in the
+    /// block, so `cᵢ = 1` deletes component i. For the modular MLP's token
+    /// embedding the components are (mixtures of) Fourier modes of the
+    /// tokens, found without knowing that tokens form a cycle. Components are
+    /// taken largest first, at most `k`, and only as many as it takes to
+    /// hold `energy` (in `(0, 1]`) of `‖W‖²_F`: the small remainder is
+    /// noise that a search would delete first for free.
+    pub fn block_components(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+    ) -> Result<Self, SphereError> {
+        if !(energy > 0.0 && energy <= 1.0) {
+            return Err(SphereError::Param {
+                field: "energy",
+                reason: format!("must be in (0, 1], got {energy}"),
+            });
+        }
+        let b = layout
+            .blocks()
+            .iter()
+            .find(|b| b.name == block)
+            .cloned()
+            .ok_or_else(|| SphereError::Param {
+                field: "block",
+                reason: format!("no parameter block named `{block}`"),
+            })?;
+        if theta.len() != layout.len() {
+            return Err(SphereError::Length {
+                what: "θ",
+                expected: layout.len(),
+                got: theta.len(),
+            });
+        }
+        let rows = b.shape.first().copied().unwrap_or(1).max(1);
+        let size: usize = b.shape.iter().product();
+        let cols = size / rows;
+        let w = &theta[b.offset..b.offset + size];
+        // Gram matrix WᵀW (cols × cols) and its eigenpairs, largest first
+        let mut g = vec![0.0; cols * cols];
+        for r in 0..rows {
+            let row = &w[r * cols..(r + 1) * cols];
+            for i in 0..cols {
+                for j in 0..cols {
+                    g[i * cols + j] += row[i] * row[j];
+                }
+            }
+        }
+        let (vals, vecs) = gensplit_eigen::dense::sym_eig(&g, cols).map_err(|e| SphereError::Param {
+            field: "block",
+            reason: format!("eigendecomposition of the block's Gram matrix failed: {e}"),
+        })?;
+        let total: f64 = vals.iter().map(|v| v.max(0.0)).sum();
+        let mut held = 0.0;
+        let mut out = Vec::new();
+        for j in (0..cols).rev().take(k.min(cols)) {
+            if vals[j] <= 1e-12 * vals[cols - 1].max(f64::MIN_POSITIVE) || held >= energy * total * (1.0 - 1e-12) {
+                break;
+            }
+            held += vals[j];
+            let v = &vecs[j * cols..(j + 1) * cols];
+            // W v = σ u ; column = −(W v) vᵀ
+            let wv: Vec<f64> = (0..rows)
+                .map(|r| (0..cols).map(|i| w[r * cols + i] * v[i]).sum())
+                .collect();
+            let mut col = vec![0.0; theta.len()];
+            for r in 0..rows {
+                for i in 0..cols {
+                    col[b.offset + r * cols + i] = -wv[r] * v[i];
+                }
+            }
+            out.push(col);
+        }
+        Self::new(out, None)
+    }
+
     fn new(cols: Vec<Vec<f64>>, curvature: Option<Vec<f64>>) -> Result<Self, SphereError> {
         let Some(n) = cols.first().map(Vec::len) else {
             return Err(SphereError::Param {
