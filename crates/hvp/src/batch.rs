@@ -83,7 +83,8 @@ where
             if let Some(c) = cache {
                 ops = ops.with_cache(c);
             }
-            let out = model.forward(&mut ops, inputs);
+            let out = model.forward(&mut ops, inputs)?;
+            ops.finish()?;
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
             };
@@ -97,7 +98,8 @@ where
             if let Some(c) = cache {
                 ops = ops.with_cache(c);
             }
-            let out = model.forward(&mut ops, inputs);
+            let out = model.forward(&mut ops, inputs)?;
+            ops.finish()?;
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
             };
@@ -147,5 +149,7 @@ where
             got: v.len(),
         });
     }
-    curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64, None)
+    let hv = curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64, None)?;
+    crate::check_finite(model.layout(), &hv)?;
+    Ok(hv)
 }

@@ -27,6 +27,7 @@
 //! output and `∂L/∂z = 1[z > 0]·∂L/∂a` is applied while repacking the
 //! incoming gradient.
 
+use crate::model::ModelError;
 use crate::{host_vec, Dev, Float, Taped, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
@@ -69,15 +70,57 @@ impl ConvGeom {
         }
         Some(((hp - self.k) / self.stride + 1, (wp - self.k) / self.stride + 1))
     }
-    /// `(Ho, Wo)`; panics on an invalid geometry (models validate first).
+    /// `(Ho, Wo)`.
+    ///
+    /// # Panics
+    /// On an invalid geometry (models validate first);
+    /// [`ConvGeom::checked_out_hw`] and [`ConvGeom::validate`] are the checked
+    /// alternatives.
     pub fn out_hw(&self) -> (usize, usize) {
-        self.checked_out_hw().expect("invalid conv geometry")
+        match self.checked_out_hw() {
+            Some(hw) => hw,
+            None => panic!("invalid conv geometry {self:?}"),
+        }
+    }
+    /// Checks the geometry: [`ModelError::Config`] when the stride, kernel
+    /// or a channel count is 0, the kernel does not fit the padded input, or
+    /// a size (features, im2col rows, weights) overflows `usize`.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |reason: &str| ModelError::Config {
+            field: "conv geometry",
+            reason: format!("{reason} in {self:?}"),
+        };
+        if self.checked_out_hw().is_none() {
+            return Err(bad("zero stride, kernel or channels, or a kernel larger than the padded input"));
+        }
+        let sizes = [
+            self.c_in.checked_mul(self.h).and_then(|x| x.checked_mul(self.w)),
+            self.checked_out_features(),
+            self.c_in.checked_mul(self.k).and_then(|x| x.checked_mul(self.k)),
+            self.c_in
+                .checked_mul(self.k)
+                .and_then(|x| x.checked_mul(self.k))
+                .and_then(|x| x.checked_mul(self.c_out)),
+        ];
+        if sizes.iter().any(Option::is_none) {
+            return Err(bad("a size overflows usize"));
+        }
+        Ok(())
+    }
+    /// Output features per sample, O·Ho·Wo (`None` on an invalid geometry
+    /// or overflow).
+    pub fn checked_out_features(&self) -> Option<usize> {
+        let (ho, wo) = self.checked_out_hw()?;
+        self.c_out.checked_mul(ho)?.checked_mul(wo)
     }
     /// Input features per sample, C·H·W.
     pub fn in_features(&self) -> usize {
         self.c_in * self.h * self.w
     }
     /// Output features per sample, O·Ho·Wo.
+    ///
+    /// # Panics
+    /// On an invalid geometry, see [`ConvGeom::out_hw`].
     pub fn out_features(&self) -> usize {
         let (ho, wo) = self.out_hw();
         self.c_out * ho * wo
@@ -299,11 +342,28 @@ fn matmul<E: Float>(
     b_rs: usize,
     b_cs: usize,
 ) {
-    assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // Largest index gemm reads, `(rows − 1)·rs + (cols − 1)·cs`, in checked
+    // arithmetic: an overflow fails the assert instead of wrapping to a
+    // small bound that would let gemm read out of bounds.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows - 1).checked_mul(rs)?.checked_add((cols - 1).checked_mul(cs)?)
+    };
+    assert!(m.checked_mul(n).is_some_and(|mn| dst.len() >= mn), "matmul: dst too short");
+    assert!(
+        m == 0 || k == 0 || last(m, k, a_rs, a_cs).is_some_and(|i| a.len() > i),
+        "matmul: a too short"
+    );
+    assert!(
+        k == 0 || n == 0 || last(k, n, b_rs, b_cs).is_some_and(|i| b.len() > i),
+        "matmul: b too short"
+    );
+    assert!(
+        [m, n, k, a_rs, a_cs, b_rs, b_cs].iter().all(|&x| isize::try_from(x).is_ok()),
+        "matmul: a size or stride exceeds isize"
+    );
     // SAFETY: the asserts above keep every index gemm touches inside the
-    // slices; `dst` is an exclusive borrow, E is f32 or f64.
+    // slices (bounds computed without overflow, strides representable as
+    // isize); `dst` is an exclusive borrow, E is f32 or f64.
     unsafe {
         gemm::gemm(
             m,
@@ -936,6 +996,31 @@ impl<E: Float> DualConvCache<E> {
     /// Whether `∂L/∂ẋ` is recorded.
     pub fn has_tangent_grad(&self) -> bool {
         self.dxdot.get().is_some()
+    }
+
+    /// Why this cache cannot serve a [`conv2d_dual`] call on `n` samples of
+    /// geometry `g` with the given ReLU choice (`None`: it can — it is empty
+    /// or was recorded by such a call). [`conv2d_dual`] panics on a
+    /// mismatch; callers check with this first (`gensplit_hvp::Dual` turns
+    /// it into an error).
+    pub fn mismatch(&self, n: usize, g: &ConvGeom, relu: bool) -> Option<String> {
+        let p = self.primal.get()?;
+        let want = (n, g.checked_out_features()?);
+        if p.a.shape() != &want {
+            return Some(format!(
+                "recorded output is {:?}, this call makes {:?} (another batch or layer)",
+                p.a.shape(),
+                want
+            ));
+        }
+        if p.mask.is_some() != relu {
+            return Some(format!(
+                "recorded {} a fused ReLU, this call is {} (another call site)",
+                if p.mask.is_some() { "with" } else { "without" },
+                if relu { "with one" } else { "without" }
+            ));
+        }
+        None
     }
 }
 
