@@ -1,8 +1,9 @@
 //! `cargo xtask`: gensplit's pipeline driver.
 //!
 //! * `cargo xtask reproduce [--quick] [--config FILE] [--out DIR] [--force]
-//!   [--digits-dir DIR]` runs every stage (cached by content key) and writes
-//!   `DIR/report/`.
+//!   [--digits-dir DIR] [--strict]` runs every stage (cached by content key)
+//!   and writes `DIR/report/`; with `--strict` a Hessian whose Lanczos run
+//!   did not converge is an error instead of a warning.
 //! * `cargo xtask export [same flags] [--format npy|safetensors|both]` writes
 //!   the models, evaluation subsets, Hessian eigenpairs and steered parameter
 //!   vectors to `DIR/export/` (see `xtask::export`).
@@ -48,7 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every pipeline stage and write the report.
-    Reproduce(ReproduceArgs),
+    Reproduce(ReproduceCmd),
     /// Write models, evaluation subsets, Hessian eigenpairs and steered parameters as .npy files
     /// and/or one safetensors file with a JSON index (runs the stages that are not cached yet).
     Export(ExportArgs),
@@ -57,6 +58,15 @@ enum Cmd {
     Steer(SteerArgs),
     /// Show the effective configuration (preset + --config overrides).
     Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ReproduceCmd {
+    #[command(flatten)]
+    common: ReproduceArgs,
+    /// Fail (after writing the report) when a Hessian's Lanczos run stopped on its matvec budget without converging.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -131,8 +141,12 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let mut strict = false;
     let (export, args, req) = match Cli::parse().cmd {
-        Cmd::Reproduce(args) => (None, args, None),
+        Cmd::Reproduce(r) => {
+            strict = r.strict;
+            (None, r.common, None)
+        }
         Cmd::Export(e) => (Some(e.format), e.common, None),
         Cmd::Steer(s) => (
             None,
@@ -165,6 +179,8 @@ fn main() -> Result<()> {
         tracing::info!("steered parameters written to {}", dir.display());
     } else if let Some(format) = export {
         xtask::export::run(&cfg, &out, args.force, &digits, format)?;
+    } else if strict {
+        xtask::reproduce_strict(&cfg, &out, args.force, &digits)?;
     } else {
         xtask::reproduce(&cfg, &out, args.force, &digits)?;
     }

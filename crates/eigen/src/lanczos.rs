@@ -175,6 +175,11 @@ pub struct EigenResult {
     pub restarts: usize,
     /// Why the solver stopped.
     pub stop: StopReason,
+    /// Whether every returned pair met the tolerance: `false` exactly when
+    /// the solver stopped on its matvec budget ([`StopReason::MaxMatvecs`]);
+    /// the pairs are then the best found so far and their
+    /// [`EigenResult::residuals`] say how accurate each is.
+    pub converged: bool,
 }
 
 /// Progress information passed to an [`Observer`] after every Lanczos step.
@@ -840,6 +845,7 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
             matvecs: self.matvecs,
             restarts: self.restarts,
             stop,
+            converged: stop != StopReason::MaxMatvecs,
         }
     }
 }

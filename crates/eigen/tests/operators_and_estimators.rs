@@ -351,6 +351,7 @@ fn max_matvecs_and_observer() {
     )
     .unwrap();
     assert_eq!(r.stop, StopReason::MaxMatvecs);
+    assert!(!r.converged, "stopped on the budget: not converged");
     assert_eq!(r.matvecs, 37);
     assert_eq!(steps.len(), 37);
     assert_eq!(steps.last().unwrap().0, 37);
@@ -502,4 +503,25 @@ fn hutchinson_within_standard_errors() {
     }
     assert!(within >= 7, "only {within}/10 within 2 standard errors");
     assert!(hutchinson(&a, 1, 0).unwrap().std_error.is_nan());
+}
+
+/// `EigenResult::converged` is true for a run that met its tolerance (or
+/// exhausted the space) and false for one stopped by its matvec budget.
+#[test]
+fn converged_flag_follows_the_stop_reason() {
+    let a = Diagonal {
+        diag: (0..40).map(|i| i as f64).collect(),
+    };
+    let p = LanczosParams {
+        k: 2,
+        tol: 1e-10,
+        ..Default::default()
+    };
+    let r = lanczos(&a, &p, &mut NoObserver).unwrap();
+    assert_eq!((r.stop, r.converged), (StopReason::Converged, true));
+    let r = lanczos(&a, &LanczosParams { max_matvecs: 3, ..p.clone() }, &mut NoObserver).unwrap();
+    assert_eq!((r.stop, r.converged), (StopReason::MaxMatvecs, false));
+    let small = Diagonal { diag: vec![1.0, 2.0] };
+    let r = lanczos(&small, &LanczosParams { k: 2, ..p }, &mut NoObserver).unwrap();
+    assert!(r.converged, "{:?}", r.stop);
 }
