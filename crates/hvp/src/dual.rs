@@ -42,7 +42,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use gensplit_models::conv::{conv2d_dual, ConvGeom, DualConvCache};
 use gensplit_models::ops::{param_block, param_matrix, BlockTracker};
-use gensplit_models::{host_vec, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
+use gensplit_models::{cpu_vec, host_vec, take_grad, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The `v`-independent parts of a [`Dual`] pass over one batch at one θ,
@@ -378,14 +378,4 @@ fn masked_add<E: Float>(dst: &mut [E], src: &[E], mask: &[bool]) {
             *d += s;
         }
     }
-}
-
-/// Moves a gradient buffer out of dfdx's store (put it back via [`cpu_vec`]).
-fn take_grad<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> Vec<E> {
-    std::mem::take(cpu_vec::<E>(v))
-}
-
-/// dfdx's CPU storage as the `Vec` it wraps.
-fn cpu_vec<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut Vec<E> {
-    v
 }

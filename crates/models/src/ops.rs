@@ -409,13 +409,48 @@ where
     Ok(host_vec(&logits))
 }
 
+/// Largest entry of a row, in f64 (`−∞` for an empty row).
+fn row_max<E: Float>(row: &[E]) -> f64 {
+    row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()))
+}
+
+/// `log Σᵢ exp(zᵢ)` of one row in f64, shifted by the row's maximum `m` for
+/// stability: `m + log Σᵢ exp(zᵢ − m)`.
+pub fn log_sum_exp<E: Float>(row: &[E]) -> f64 {
+    let m = row_max(row);
+    m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln()
+}
+
+/// `log softmax(z)ᵢ = zᵢ − log Σⱼ exp(zⱼ)` of one row, in f64.
+pub fn log_softmax<E: Float>(row: &[E]) -> Vec<f64> {
+    let lse = log_sum_exp(row);
+    row.iter().map(|v| v.f64() - lse).collect()
+}
+
+/// Row-wise `softmax(z)ᵢ = exp(zᵢ − m) / Σⱼ exp(zⱼ − m)` (`m` the row's
+/// maximum) of `[n, k]` logits, in f64: the one host-side softmax of the
+/// workspace (the taped one is dfdx's).
+pub fn softmax_rows<E: Float>(z: &[E], k: usize) -> Vec<f64> {
+    let mut s = Vec::with_capacity(z.len());
+    for row in z.chunks(k) {
+        let m = row_max(row);
+        let start = s.len();
+        let mut tot = 0.0;
+        for v in row {
+            let e = (v.f64() - m).exp();
+            tot += e;
+            s.push(e);
+        }
+        s[start..].iter_mut().for_each(|e| *e /= tot);
+    }
+    s
+}
+
 /// Mean cross-entropy (nats) and number of correct predictions from logits.
 pub fn ce_and_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) -> (f64, usize) {
     let mut total = 0.0;
     for (row, &l) in logits.chunks(classes).zip(labels) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
-        let lse = m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln();
-        total += lse - row[l as usize].f64();
+        total += log_sum_exp(row) - row[l as usize].f64();
     }
     (
         total / labels.len().max(1) as f64,
