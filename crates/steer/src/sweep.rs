@@ -115,7 +115,9 @@ pub fn symmetric_grid(magnitudes: &[f64]) -> Result<Vec<f64>, SteerError> {
     let mut g: Vec<f64> = magnitudes.iter().map(|a| -a).collect();
     g.push(0.0);
     g.extend_from_slice(magnitudes);
-    g.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    // All finite and nonzero (checked above), so `total_cmp` is the
+    // numeric order.
+    g.sort_by(|a, b| a.total_cmp(b));
     g.dedup();
     Ok(g)
 }

@@ -166,7 +166,9 @@ impl<E: Float> PrimalSrc<E> {
 ///
 /// # Panics
 /// When a filled cache holds a primal of another batch size or another
-/// ReLU choice (a caller bug, not a data error).
+/// ReLU choice (a caller bug, not a data error; check first with
+/// [`DualConvCache::mismatch`], as `gensplit_hvp::Dual` does), or when the
+/// shapes do not fit the geometry (as for [`conv2d`](super::conv2d)).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn conv2d_dual<E, TT>(
     x: T2<E, Taped<E>>,

@@ -67,3 +67,34 @@ pub(crate) fn matmul<E: Float>(
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::matmul;
+
+    /// The bound arithmetic is checked: strides whose products overflow
+    /// `usize` fail the bounds assert instead of wrapping to a small bound
+    /// that would let gemm read out of bounds.
+    #[test]
+    #[should_panic(expected = "matmul: a too short")]
+    fn overflowing_strides_fail_the_bounds_check() {
+        let (a, b) = ([1.0f64; 4], [1.0f64; 4]);
+        let mut dst = [0.0f64; 6];
+        // (m − 1)·a_rs = 2·(usize::MAX/2 + 1) overflows: wrapping would give
+        // a bound of 0 + 1 < a.len() and let gemm read far out of bounds.
+        matmul(3, 2, 2, &mut dst, false, &a, usize::MAX / 2 + 1, 1, &b, 2, 1);
+    }
+
+    /// In range, the kernel computes the product.
+    #[test]
+    fn small_product() {
+        let a = [1.0f64, 2.0, 3.0, 4.0];
+        let b = [5.0f64, 6.0, 7.0, 8.0];
+        let mut dst = [0.0f64; 4];
+        matmul(2, 2, 2, &mut dst, false, &a, 2, 1, &b, 2, 1);
+        assert_eq!(dst, [19.0, 22.0, 43.0, 50.0]);
+        // Transposed a through its strides.
+        matmul(2, 2, 2, &mut dst, false, &a, 1, 2, &b, 2, 1);
+        assert_eq!(dst, [26.0, 30.0, 38.0, 44.0]);
+    }
+}

@@ -15,6 +15,13 @@ use dfdx::tensor::{Merge, Tape};
 /// `[n, O·Ho·Wo]`. Gradients flow to every operand that carries a tape
 /// (at least `x` must carry the tape if any does: dfdx records the op on
 /// `x`'s tape type).
+///
+/// # Panics
+/// When `x` does not have `g.in_features()` columns, `w` or `b` has the
+/// wrong length, or the geometry is invalid (check it with
+/// [`ConvGeom::validate`]): the models build these shapes from a validated
+/// layout, so a mismatch is a caller bug (likewise for [`conv2d_with`] and
+/// [`conv2d_relu_with`]).
 pub fn conv2d<E, TX, TW, TB>(x: T2<E, TX>, w: T1<E, TW>, b: T1<E, TB>, g: &ConvGeom) -> T2<E, TX>
 where
     E: Float,
