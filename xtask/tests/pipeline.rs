@@ -254,7 +254,10 @@ fn non_finite_training_and_unconverged_lanczos_are_reported() {
     let err = xtask::reproduce(&cfg, &out, false, &mnist()).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("stage `train_modadd`") && msg.contains("non-finite") && msg.contains("step") && msg.contains("block `"),
+        msg.contains("stage `train_modadd`")
+            && msg.contains("non-finite")
+            && msg.contains("step")
+            && msg.contains("block `"),
         "{msg}"
     );
     let names: Vec<String> = std::fs::read_dir(out.join("artifacts"))
@@ -266,7 +269,8 @@ fn non_finite_training_and_unconverged_lanczos_are_reported() {
     let mut cfg = ReproConfig::tiny();
     cfg.hessian_modadd.max_matvecs = 3;
     xtask::reproduce(&cfg, &out, false, &mnist()).unwrap();
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/summary.json")).unwrap()).unwrap();
     let hessian = s["hessian"].as_object().unwrap();
     assert!(hessian.len() >= 4);
     for (set, h) in hessian {

@@ -152,6 +152,9 @@ fn one_implementation_each() {
     // Both solvers run the shared step.
     for f in ["crates/eigen/src/lanczos.rs", "crates/eigen/src/slq.rs"] {
         let text = std::fs::read_to_string(root().join(f)).unwrap();
-        assert!(text.contains(concat!("lanczos", "_step(")), "{f} does not use the shared Lanczos step");
+        assert!(
+            text.contains(concat!("lanczos", "_step(")),
+            "{f} does not use the shared Lanczos step"
+        );
     }
 }

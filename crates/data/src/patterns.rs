@@ -529,7 +529,11 @@ mod tests {
         assert_eq!(cb.get_prototype(3, 0).unwrap(), cb.prototype(3, 0));
         assert!(matches!(
             cb.get_prototype(10, 0),
-            Err(DataError::IndexOutOfRange { what: "class", index: 10, .. })
+            Err(DataError::IndexOutOfRange {
+                what: "class",
+                index: 10,
+                ..
+            })
         ));
         assert!(matches!(
             cb.get_prototype(0, per),
@@ -539,7 +543,10 @@ mod tests {
         assert_eq!(cells, cb.sample_cells(2, Stream::Test, 5));
         assert!(cb.try_sample_cells(10, Stream::Test, 0).is_err());
         assert_eq!(cb.try_render(&cells).unwrap(), cb.render(&cells));
-        assert!(matches!(cb.try_render(&cells[1..]), Err(DataError::ShapeMismatch { .. })));
+        assert!(matches!(
+            cb.try_render(&cells[1..]),
+            Err(DataError::ShapeMismatch { .. })
+        ));
         let set = generate(&cb, &[1, 2, 3], Stream::Train);
         assert_eq!(set.get_image(2), Some(set.image(2)));
         assert_eq!(set.get_image(3), None);

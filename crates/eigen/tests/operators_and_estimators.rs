@@ -519,7 +519,15 @@ fn converged_flag_follows_the_stop_reason() {
     };
     let r = lanczos(&a, &p, &mut NoObserver).unwrap();
     assert_eq!((r.stop, r.converged), (StopReason::Converged, true));
-    let r = lanczos(&a, &LanczosParams { max_matvecs: 3, ..p.clone() }, &mut NoObserver).unwrap();
+    let r = lanczos(
+        &a,
+        &LanczosParams {
+            max_matvecs: 3,
+            ..p.clone()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
     assert_eq!((r.stop, r.converged), (StopReason::MaxMatvecs, false));
     let small = Diagonal { diag: vec![1.0, 2.0] };
     let r = lanczos(&small, &LanczosParams { k: 2, ..p }, &mut NoObserver).unwrap();
@@ -554,7 +562,10 @@ fn slq_honours_constrain() {
         .filter(|(t, _)| t.abs() < 0.5)
         .map(|(_, w)| w)
         .sum();
-    assert!(weight_near_zero < 1e-10, "weight on the projected-out zeros: {weight_near_zero:e}");
+    assert!(
+        weight_near_zero < 1e-10,
+        "weight on the projected-out zeros: {weight_near_zero:e}"
+    );
     // Every probe's rule reproduces the mean of A's eigenvalues on span(Q)^⊥
     // only approximately; the nodes lie inside A's spectrum there.
     let (lo, hi) = r.range();

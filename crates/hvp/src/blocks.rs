@@ -130,12 +130,7 @@ pub enum BlockError {
 fn check_lengths(op: &'static str, x: &[f64], nx: usize, y: &[f64], ny: usize) -> Result<(), BlockError> {
     for (arg, got, expected) in [("x", x.len(), nx), ("y", y.len(), ny)] {
         if got != expected {
-            return Err(BlockError::VectorLength {
-                op,
-                arg,
-                expected,
-                got,
-            });
+            return Err(BlockError::VectorLength { op, arg, expected, got });
         }
     }
     Ok(())

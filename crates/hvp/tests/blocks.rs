@@ -477,7 +477,12 @@ fn block_products_check_lengths() {
     blk.try_apply(&x, &mut y2).unwrap();
     assert_eq!(y1, y2);
     match blk.try_apply(&x[1..], &mut y2) {
-        Err(BlockError::VectorLength { arg: "x", expected, got, .. }) => assert_eq!((expected, got), (n, n - 1)),
+        Err(BlockError::VectorLength {
+            arg: "x",
+            expected,
+            got,
+            ..
+        }) => assert_eq!((expected, got), (n, n - 1)),
         other => panic!("{other:?}"),
     }
     assert!(matches!(

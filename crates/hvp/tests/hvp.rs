@@ -597,7 +597,6 @@ fn check_primal_cache(m: &Cnn) {
     }
 }
 
-
 /// A non-finite product is an error naming the parameter block, from the
 /// operator's checked entry points (`hvp`, `try_apply`, `curvature_vector`),
 /// and Lanczos on the operator fails with its `NonFinite` error instead of
@@ -622,7 +621,10 @@ fn non_finite_products_are_errors() {
     ));
     let params = gensplit_eigen::LanczosParams::new(2, gensplit_eigen::Which::LargestAlgebraic);
     let r = gensplit_eigen::lanczos(&op, &params, &mut gensplit_eigen::NoObserver);
-    assert!(matches!(r, Err(gensplit_eigen::LanczosError::NonFinite { matvec: 1 })), "{r:?}");
+    assert!(
+        matches!(r, Err(gensplit_eigen::LanczosError::NonFinite { matvec: 1 })),
+        "{r:?}"
+    );
     // A finite θ with an infinite direction entry: the block of the product
     // that goes non-finite is named.
     let theta: Vec<f64> = m.init(2);
@@ -650,12 +652,18 @@ fn try_apply_checks_lengths() {
     let mut y = vec![0.0; n];
     assert_eq!(
         op.try_apply(&vec![0.0; n - 1], &mut y),
-        Err(HvpError::DirectionLength { expected: n, got: n - 1 })
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n - 1
+        })
     );
     let mut short = vec![0.0; n + 2];
     assert_eq!(
         op.try_apply(&vec![0.0; n], &mut short),
-        Err(HvpError::DirectionLength { expected: n, got: n + 2 })
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n + 2
+        })
     );
     op.try_apply(&random_vec(n, 1), &mut y).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(&vec![0.0; 3], &mut y)));
@@ -725,7 +733,9 @@ fn dual_rejects_a_block_used_twice() {
             Ok(ops.linear(x, self.1, self.2))
         }
         fn init<E: Float>(&self, _: u64) -> Vec<E> {
-            (0..self.0.len()).map(|i| E::of(((i * 7) % 5) as f64 / 5.0 - 0.4)).collect()
+            (0..self.0.len())
+                .map(|i| E::of(((i * 7) % 5) as f64 / 5.0 - 0.4))
+                .collect()
         }
         fn input_features(&self) -> usize {
             1
@@ -738,7 +748,10 @@ fn dual_rejects_a_block_used_twice() {
     let m = Twice(layout, w, b);
     let theta: Vec<f64> = m.init(0);
     let v = random_vec(theta.len(), 1);
-    let inputs = Inputs::Tokens { a: &[0, 1, 2], b: &[2, 1, 0] };
+    let inputs = Inputs::Tokens {
+        a: &[0, 1, 2],
+        b: &[2, 1, 0],
+    };
     for kind in [Curvature::Hessian, Curvature::GaussNewton] {
         let e = curvature_vector(&m, &theta, &inputs, &[0, 1, 1], &v, kind).unwrap_err();
         assert_eq!(

@@ -117,7 +117,9 @@ impl Model for ModMlp {
     }
     fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
         let Inputs::Tokens { a, b } = inputs else {
-            return Err(ModelError::Inputs("the modular MLP takes token pairs, not images".into()));
+            return Err(ModelError::Inputs(
+                "the modular MLP takes token pairs, not images".into(),
+            ));
         };
         let x = ops.embed_pair(self.embed, a, b);
         let x = ops.linear(x, self.fc[0].0, self.fc[0].1);

@@ -723,7 +723,9 @@ impl Model for TwiceSameBlock {
     }
     fn init<E: Float>(&self, seed: u64) -> Vec<E> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..self.layout.len()).map(|_| E::of(rng.gen_range(-0.5..0.5))).collect()
+        (0..self.layout.len())
+            .map(|_| E::of(rng.gen_range(-0.5..0.5)))
+            .collect()
     }
     fn input_features(&self) -> usize {
         1
@@ -769,7 +771,17 @@ fn a_block_used_twice_in_one_forward_is_rejected() {
 #[test]
 fn nan_logits_are_never_class_0() {
     use gensplit_models::ops::try_argmax;
-    let logits = [f64::NAN, 1.0, 0.0, /* row 2 */ 2.0, 1.0, 0.0, /* row 3 */ 0.0, f64::NAN, -1.0];
+    let logits = [
+        f64::NAN,
+        1.0,
+        0.0,
+        /* row 2 */ 2.0,
+        1.0,
+        0.0,
+        /* row 3 */ 0.0,
+        f64::NAN,
+        -1.0,
+    ];
     let (_, correct) = ce_and_correct(&logits, &[0, 0, 0], 3);
     assert_eq!(correct, 1, "only the finite row 2 is correct");
     assert_eq!(try_argmax(&logits[..3]), None);

@@ -27,7 +27,10 @@ pub(crate) fn matmul<E: Float>(
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows - 1).checked_mul(rs)?.checked_add((cols - 1).checked_mul(cs)?)
     };
-    assert!(m.checked_mul(n).is_some_and(|mn| dst.len() >= mn), "matmul: dst too short");
+    assert!(
+        m.checked_mul(n).is_some_and(|mn| dst.len() >= mn),
+        "matmul: dst too short"
+    );
     assert!(
         m == 0 || k == 0 || last(m, k, a_rs, a_cs).is_some_and(|i| a.len() > i),
         "matmul: a too short"
@@ -37,7 +40,9 @@ pub(crate) fn matmul<E: Float>(
         "matmul: b too short"
     );
     assert!(
-        [m, n, k, a_rs, a_cs, b_rs, b_cs].iter().all(|&x| isize::try_from(x).is_ok()),
+        [m, n, k, a_rs, a_cs, b_rs, b_cs]
+            .iter()
+            .all(|&x| isize::try_from(x).is_ok()),
         "matmul: a size or stride exceeds isize"
     );
     // SAFETY: the asserts above keep every index gemm touches inside the

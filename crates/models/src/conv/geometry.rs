@@ -59,7 +59,9 @@ impl ConvGeom {
             reason: format!("{reason} in {self:?}"),
         };
         if self.checked_out_hw().is_none() {
-            return Err(bad("zero stride, kernel or channels, or a kernel larger than the padded input"));
+            return Err(bad(
+                "zero stride, kernel or channels, or a kernel larger than the padded input",
+            ));
         }
         let sizes = [
             self.c_in.checked_mul(self.h).and_then(|x| x.checked_mul(self.w)),
