@@ -666,7 +666,7 @@ fn try_apply_checks_lengths() {
         })
     );
     op.try_apply(&random_vec(n, 1), &mut y).unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(&vec![0.0; 3], &mut y)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(&[0.0; 3], &mut y)));
     assert!(r.is_err());
 }
 
