@@ -69,6 +69,14 @@ pub struct HessianResult {
 }
 
 impl HessianResult {
+    /// Whether Lanczos met its tolerance for every pair. `false` when it
+    /// stopped on its matvec budget (`stop == "MaxMatvecs"`): the pairs are
+    /// then the best found, with the residuals reported. Derived from
+    /// `stop`, so artifacts cached before this field existed keep loading.
+    pub fn converged(&self) -> bool {
+        self.stop != format!("{:?}", gensplit_eigen::StopReason::MaxMatvecs)
+    }
+
     /// max residual / max |λ|.
     pub fn max_rel_residual(&self) -> f64 {
         let scale = self
@@ -133,6 +141,17 @@ where
         "top eigenvalues {:?}",
         eig.values.iter().take(5).map(|v| format!("{v:.4}")).collect::<Vec<_>>()
     );
+    if !eig.converged {
+        tracing::warn!(
+            set,
+            matvecs = eig.matvecs,
+            "Lanczos stopped on its budget of {} HVPs without converging (max relative residual {:.1e} > tol {:.0e})",
+            cfg.max_matvecs,
+            eig.residuals.iter().fold(0.0f64, |a, &r| a.max(r))
+                / eig.values.iter().fold(f64::MIN_POSITIVE, |a, v| a.max(v.abs())),
+            cfg.tol
+        );
+    }
     // Free the operator's primal cache before SLQ records its own.
     drop(op);
     let (mut slq_nodes, mut slq_weights, mut slq_matvecs) = (Vec::new(), Vec::new(), 0);

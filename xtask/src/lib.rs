@@ -29,15 +29,46 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Runs every stage of `cfg` with artifacts in `out/artifacts` and writes
-/// `out/report`. Returns the record of stage runs.
+/// `out/report`. Returns the record of stage runs. A Hessian whose Lanczos
+/// run did not converge is a warning (log and report); see
+/// [`reproduce_strict`] to make it an error.
 pub fn reproduce(
     cfg: &config::ReproConfig,
     out: &Path,
     force: bool,
     digits: &stages::DigitSource,
 ) -> Result<Vec<stages::StageRun>> {
+    reproduce_with(cfg, out, force, digits, false)
+}
+
+/// [`reproduce`], then an error (after the report is written, so it shows
+/// which) when any Hessian's Lanczos run stopped on its matvec budget
+/// without converging: `cargo xtask reproduce --strict`.
+pub fn reproduce_strict(
+    cfg: &config::ReproConfig,
+    out: &Path,
+    force: bool,
+    digits: &stages::DigitSource,
+) -> Result<Vec<stages::StageRun>> {
+    reproduce_with(cfg, out, force, digits, true)
+}
+
+fn reproduce_with(
+    cfg: &config::ReproConfig,
+    out: &Path,
+    force: bool,
+    digits: &stages::DigitSource,
+    strict: bool,
+) -> Result<Vec<stages::StageRun>> {
     let t0 = Instant::now();
     let (outputs, runs) = run_stages(cfg, out, force, digits)?;
+    let unconverged = unconverged_hessians(&outputs);
+    for set in &unconverged {
+        tracing::warn!(
+            set,
+            "Lanczos did not converge (stopped on its matvec budget): its eigenpairs are approximate, see the residuals"
+        );
+    }
     let report_dir = out.join("report");
     report::write(&report_dir, &outputs, cfg, &runs, t0.elapsed().as_secs_f64())
         .with_context(|| format!("writing the report to {}", report_dir.display()))?;
@@ -46,7 +77,28 @@ pub fn reproduce(
         report_dir.join("report.md").display(),
         t0.elapsed().as_secs_f64()
     );
+    if strict && !unconverged.is_empty() {
+        anyhow::bail!(
+            "--strict: Lanczos did not converge within its matvec budget for hessian {} \
+             (raise `max_matvecs` of the hessian config; the report is written)",
+            unconverged.join(", ")
+        );
+    }
     Ok(runs)
+}
+
+/// Names (as keys of `summary.json`'s `hessian`) of the Hessian entries
+/// whose Lanczos run stopped on its matvec budget without converging.
+pub fn unconverged_hessians(outputs: &stages::Outputs) -> Vec<String> {
+    let main = outputs.hessian.iter().map(|h| (h.set.clone(), h));
+    let mixed_only = outputs
+        .hessian_mixed_only
+        .iter()
+        .map(|h| (format!("mixed_only_{}", h.set), h));
+    main.chain(mixed_only)
+        .filter(|(_, h)| !h.converged())
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Runs (or loads from `out/artifacts`) every stage of `cfg`.

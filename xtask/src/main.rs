@@ -1,8 +1,9 @@
 //! `cargo xtask`: gensplit's pipeline driver.
 //!
 //! * `cargo xtask reproduce [--quick] [--config FILE] [--out DIR] [--force]
-//!   [--digits-dir DIR]` runs every stage (cached by content key) and writes
-//!   `DIR/report/`.
+//!   [--digits-dir DIR] [--strict]` runs every stage (cached by content key)
+//!   and writes `DIR/report/`; with `--strict` a Hessian whose Lanczos run
+//!   did not converge is an error instead of a warning.
 //! * `cargo xtask export [same flags] [--format npy|safetensors|both]` writes
 //!   the models, evaluation subsets, Hessian eigenpairs and steered parameter
 //!   vectors to `DIR/export/` (see `xtask::export`).
@@ -19,24 +20,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use xtask::{config, stages, workspace_root};
 
-// glibc's malloc returns the large im2col/activation buffers to the OS after
-// every call and faults them in again (~30% of an HVP's time in a profile);
-// mimalloc keeps them. Results are unaffected (allocation never changes
-// arithmetic).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `purge_delay` option (its enum index in mimalloc v2 and v3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells mimalloc never to hand freed memory back to the OS: every HVP
-/// allocates and frees the same large activation and gradient buffers, and
-/// returning them made the kernel zero fresh pages on each call (~10% of an
-/// HVP's time in a profile). The process keeps its peak footprint instead.
-fn keep_freed_memory() {
-    // SAFETY: sets an integer option; called before any threads start.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
+// mimalloc as the global allocator, keeping freed memory (one setup for
+// every binary: see `gensplit_models::mimalloc_allocator!`).
+gensplit_models::mimalloc_allocator!();
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "gensplit pipeline tasks")]
@@ -48,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every pipeline stage and write the report.
-    Reproduce(ReproduceArgs),
+    Reproduce(ReproduceCmd),
     /// Write models, evaluation subsets, Hessian eigenpairs and steered parameters as .npy files
     /// and/or one safetensors file with a JSON index (runs the stages that are not cached yet).
     Export(ExportArgs),
@@ -57,6 +43,15 @@ enum Cmd {
     Steer(SteerArgs),
     /// Show the effective configuration (preset + --config overrides).
     Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ReproduceCmd {
+    #[command(flatten)]
+    common: ReproduceArgs,
+    /// Fail (after writing the report) when a Hessian's Lanczos run stopped on its matvec budget without converging.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -131,8 +126,12 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let mut strict = false;
     let (export, args, req) = match Cli::parse().cmd {
-        Cmd::Reproduce(args) => (None, args, None),
+        Cmd::Reproduce(r) => {
+            strict = r.strict;
+            (None, r.common, None)
+        }
         Cmd::Export(e) => (Some(e.format), e.common, None),
         Cmd::Steer(s) => (
             None,
@@ -165,6 +164,8 @@ fn main() -> Result<()> {
         tracing::info!("steered parameters written to {}", dir.display());
     } else if let Some(format) = export {
         xtask::export::run(&cfg, &out, args.force, &digits, format)?;
+    } else if strict {
+        xtask::reproduce_strict(&cfg, &out, args.force, &digits)?;
     } else {
         xtask::reproduce(&cfg, &out, args.force, &digits)?;
     }

@@ -6,7 +6,9 @@
 //! `cnn_pretrained.acc.{mixed,digits,patterns}` (held-out fractions in
 //! [0, 1]); `modadd.{test_acc, train_acc, key_frequencies, key_share,
 //! step_test_99}`; `timings_s.<stage>` (wall seconds in this run, cache hits
-//! included); `stages.<stage>.{key, cached}`.
+//! included); `stages.<stage>.{key, cached}`; `hessian.<set>.converged`
+//! (false when Lanczos stopped on its matvec budget; `--strict` makes that
+//! an error) beside each Hessian entry's eigenvalues, residual and stop reason.
 
 use crate::stages::{Outputs, StageRun, Trained};
 use anyhow::{Context, Result};
@@ -50,6 +52,7 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
                 "matvecs": h.matvecs,
                 "seconds": compute(&format!("hessian_{}", h.set)),
                 "stop": h.stop,
+                "converged": h.converged(),
                 "samples": h.samples,
                 "loss": h.loss,
                 "slq_matvecs": h.slq_matvecs,
@@ -65,6 +68,7 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
                 "matvecs": h.matvecs,
                 "seconds": compute(&format!("hessian_mixed_only_{}", h.set)),
                 "stop": h.stop,
+                "converged": h.converged(),
                 "samples": h.samples,
                 "loss": h.loss,
                 "slq_matvecs": h.slq_matvecs,
@@ -486,6 +490,15 @@ pub fn write(
             h.matvecs,
             h.stop,
             secs.map(|s| format!("{s:.0}")).unwrap_or_else(|| "—".into())
+        )?;
+    }
+    let unconverged = crate::unconverged_hessians(out);
+    if !unconverged.is_empty() {
+        writeln!(
+            md,
+            "\n**Warning: Lanczos did not converge** (stopped on its matvec budget; the eigenpairs are the best \
+             found, see the residuals) for: {}.",
+            unconverged.join(", ")
         )?;
     }
     writeln!(

@@ -156,10 +156,11 @@ pub struct SteerResult {
 }
 
 fn range_set(set: &ImageSet, lo: usize, n: usize, what: &str) -> Result<Dataset> {
-    if lo + n > set.len() {
+    // Checked: `lo` and `n` come from the user's config.
+    if lo.checked_add(n).is_none_or(|hi| hi > set.len()) {
         bail!(
             "steer config: {what} needs test images {lo}..{} but the set has {} (raise data.test_size or lower the split)",
-            lo + n,
+            lo as u128 + n as u128,
             set.len()
         );
     }
@@ -820,5 +821,22 @@ pub fn steered_theta(
             run.method,
             100.0 * cfg.max_keep_drop
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split bounds come from the user's config: an overflowing
+    /// `heldout_start + heldout_size` is an error naming the split, not an
+    /// arithmetic-overflow panic.
+    #[test]
+    fn range_set_rejects_overflowing_config_values() {
+        let set = ImageSet::new(vec![0.0; 2 * 784], vec![1, 2]).unwrap();
+        let e = range_set(&set, usize::MAX, 2, "the held-out split").unwrap_err();
+        assert!(e.to_string().contains("held-out split"), "{e}");
+        assert!(range_set(&set, 1, 2, "x").is_err());
+        assert_eq!(range_set(&set, 1, 1, "x").unwrap().labels, vec![2]);
     }
 }

@@ -262,3 +262,57 @@ fn missing_digit_directory_is_a_clear_error() {
     assert!(msg.contains("no-such-dir"), "{msg}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// NaN/Inf in training fails the stage with an error naming the stage, the
+/// step and the parameter block, and caches nothing; a Lanczos run stopped
+/// on its matvec budget is a warning in the report and
+/// `hessian.<set>.converged: false` in summary.json (every Hessian entry has
+/// the flag), and an error under `--strict` (`reproduce_strict`).
+#[test]
+fn non_finite_training_and_unconverged_lanczos_are_reported() {
+    let out = tmp("nonfinite");
+    let mut cfg = ReproConfig::tiny();
+    cfg.modadd.train.optim.lr = 1e30;
+    let err = xtask::reproduce(&cfg, &out, false, &mnist()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("stage `train_modadd`")
+            && msg.contains("non-finite")
+            && msg.contains("step")
+            && msg.contains("block `"),
+        "{msg}"
+    );
+    let names: Vec<String> = std::fs::read_dir(out.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("train_modadd")), "{names:?}");
+
+    let mut cfg = ReproConfig::tiny();
+    cfg.hessian_modadd.max_matvecs = 3;
+    xtask::reproduce(&cfg, &out, false, &mnist()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/summary.json")).unwrap()).unwrap();
+    let hessian = s["hessian"].as_object().unwrap();
+    assert!(hessian.len() >= 4);
+    for (set, h) in hessian {
+        assert!(h["converged"].is_boolean(), "{set}: {h}");
+    }
+    assert_eq!(s["hessian"]["modadd"]["converged"], false);
+    assert_eq!(s["hessian"]["modadd"]["stop"], "MaxMatvecs");
+    let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(md.contains("Lanczos did not converge") && md.contains("modadd"));
+    let err = xtask::reproduce_strict(&cfg, &out, false, &mnist()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("--strict") && msg.contains("modadd"), "{msg}");
+    // Converged entries pass under --strict (modadd with its tiny budget).
+    let unconverged: Vec<String> = hessian
+        .iter()
+        .filter(|(_, h)| h["converged"] == false)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if unconverged == ["modadd"] {
+        xtask::reproduce_strict(&ReproConfig::tiny(), &out, false, &mnist()).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -63,6 +63,10 @@ fn ci_runs_the_readme_test_command() {
     assert!(ci.lines().any(|l| l.trim() == cmd), ".ci/run must run `{cmd}`");
     assert!(ci.contains("cargo clippy --workspace --all-targets -- -D warnings"));
     assert!(ci.contains("cargo xtask reproduce --quick"));
+    assert!(
+        ci.contains("cargo xtask reproduce --quick --strict"),
+        ".ci/run must fail on an unconverged Hessian"
+    );
 }
 
 #[test]
@@ -79,6 +83,7 @@ fn readme_documents_the_summary_schema_and_every_crate() {
         "hessian.<set>.max_rel_residual",
         "hessian.<set>.matvecs",
         "hessian.<set>.seconds",
+        "hessian.<set>.converged",
     ] {
         assert!(
             readme.contains(field),
@@ -102,6 +107,54 @@ fn mnist_fixture_keeps_its_license_and_checksums() {
         assert!(
             readme.contains(sha),
             "fixtures/mnist/README.md lacks the checksum of {name}"
+        );
+    }
+}
+
+/// Every Rust file of the workspace: sources, tests, benches, examples.
+fn all_rust_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        rust_files(&e.unwrap().path(), &mut files);
+    }
+    rust_files(&root().join("xtask"), &mut files);
+    files
+}
+
+/// One implementation each: the host-side softmax family, the tensor-to-host
+/// copy and dfdx gradient-buffer access, the Lanczos step (shared by
+/// Lanczos and SLQ) and the mimalloc setup (a macro every binary calls).
+#[test]
+fn one_implementation_each() {
+    let this = root().join("xtask/tests/tidy.rs");
+    let defs = |needle: &str| -> Vec<String> {
+        all_rust_files()
+            .into_iter()
+            .filter(|p| *p != this)
+            .filter(|p| std::fs::read_to_string(p).unwrap().contains(needle))
+            .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+            .collect()
+    };
+    // spelled in pieces so that this file does not match itself
+    for (needle, home) in [
+        (concat!("fn soft", "max"), "crates/models/src/ops.rs"),
+        (concat!("fn log_soft", "max"), "crates/models/src/ops.rs"),
+        (concat!("fn log_sum", "_exp"), "crates/models/src/ops.rs"),
+        (concat!("fn host", "_vec"), "crates/models/src/lib.rs"),
+        (concat!("fn take", "_grad"), "crates/models/src/lib.rs"),
+        (concat!("fn cpu", "_vec"), "crates/models/src/lib.rs"),
+        (concat!("fn lanczos", "_step"), "crates/eigen/src/util.rs"),
+        (concat!("#[global", "_allocator]"), "crates/models/src/lib.rs"),
+        (concat!("mi_option", "_set("), "crates/models/src/lib.rs"),
+    ] {
+        assert_eq!(defs(needle), [home], "`{needle}` must be defined once, in {home}");
+    }
+    // Both solvers run the shared step.
+    for f in ["crates/eigen/src/lanczos.rs", "crates/eigen/src/slq.rs"] {
+        let text = std::fs::read_to_string(root().join(f)).unwrap();
+        assert!(
+            text.contains(concat!("lanczos", "_step(")),
+            "{f} does not use the shared Lanczos step"
         );
     }
 }

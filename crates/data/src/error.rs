@@ -173,6 +173,17 @@ pub enum DataError {
         pattern: u8,
     },
 
+    /// An index into a data set (or a codebook) is out of range.
+    #[error("{what} index {index} is out of range (there are {len})")]
+    IndexOutOfRange {
+        /// What was indexed (`image`, `class`, `prototype`).
+        what: &'static str,
+        /// The index.
+        index: usize,
+        /// How many there are.
+        len: usize,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid configuration: {field}: {reason}")]
     InvalidConfig {

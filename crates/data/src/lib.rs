@@ -112,15 +112,36 @@ impl ImageSet {
     /// The 784 pixels of image `i`.
     ///
     /// # Panics
-    /// If `i >= self.len()`.
+    /// If `i >= self.len()`; [`ImageSet::get_image`] is the checked
+    /// alternative.
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// The 784 pixels of image `i`, or `None` when `i >= self.len()`.
+    pub fn get_image(&self, i: usize) -> Option<&[f32]> {
+        let lo = i.checked_mul(PIXELS)?;
+        self.images.get(lo..lo.checked_add(PIXELS)?)
+    }
+
+    /// The images at `idx` (in that order, repeats allowed);
+    /// [`DataError::IndexOutOfRange`] for an index `>= self.len()`.
+    pub fn try_subset(&self, idx: &[usize]) -> Result<ImageSet, DataError> {
+        if let Some(&i) = idx.iter().find(|&&i| i >= self.len() || self.get_image(i).is_none()) {
+            return Err(DataError::IndexOutOfRange {
+                what: "image",
+                index: i,
+                len: self.len(),
+            });
+        }
+        Ok(self.subset(idx))
     }
 
     /// The images at `idx` (in that order, repeats allowed).
     ///
     /// # Panics
-    /// If an index is `>= self.len()`.
+    /// If an index is `>= self.len()`; [`ImageSet::try_subset`] is the
+    /// checked alternative.
     pub fn subset(&self, idx: &[usize]) -> ImageSet {
         let mut images = Vec::with_capacity(idx.len() * PIXELS);
         let mut labels = Vec::with_capacity(idx.len());

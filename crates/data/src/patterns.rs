@@ -205,20 +205,51 @@ impl Codebook {
     /// Prototype `k` of `class`: `grid*grid` cells, row-major.
     ///
     /// # Panics
-    /// If `class >= CLASSES` or `k >= prototypes_per_class`.
+    /// If `class >= CLASSES` or `k >= prototypes_per_class`;
+    /// [`Codebook::get_prototype`] is the checked alternative.
     pub fn prototype(&self, class: usize, k: usize) -> &[bool] {
         &self.prototypes[class][k]
+    }
+
+    /// Prototype `k` of `class`, or [`DataError::IndexOutOfRange`] naming
+    /// the index that is out of range.
+    pub fn get_prototype(&self, class: usize, k: usize) -> Result<&[bool], DataError> {
+        let protos = self.prototypes.get(class).ok_or(DataError::IndexOutOfRange {
+            what: "class",
+            index: class,
+            len: CLASSES,
+        })?;
+        protos.get(k).map(Vec::as_slice).ok_or(DataError::IndexOutOfRange {
+            what: "prototype",
+            index: k,
+            len: protos.len(),
+        })
     }
 
     /// Renders `grid*grid` cells into a 784-pixel image: each cell a
     /// `cell x cell` block (1.0 on, 0.0 off), border 0.
     ///
     /// # Panics
-    /// If `cells.len() != grid*grid`.
+    /// If `cells.len() != grid*grid`; [`Codebook::try_render`] is the
+    /// checked alternative.
     pub fn render(&self, cells: &[bool]) -> Vec<f32> {
         let mut img = vec![0.0f32; PIXELS];
         self.render_into(cells, &mut img);
         img
+    }
+
+    /// [`Codebook::render`], with [`DataError::ShapeMismatch`] for a wrong
+    /// number of cells.
+    pub fn try_render(&self, cells: &[bool]) -> Result<Vec<f32>, DataError> {
+        let grid = self.cfg.grid;
+        if cells.len() != grid * grid {
+            return Err(DataError::ShapeMismatch {
+                what: "pattern cells",
+                expected: grid * grid,
+                got: cells.len(),
+            });
+        }
+        Ok(self.render(cells))
     }
 
     fn render_into(&self, cells: &[bool], img: &mut [f32]) {
@@ -233,10 +264,24 @@ impl Codebook {
         }
     }
 
+    /// [`Codebook::sample_cells`], with [`DataError::IndexOutOfRange`] for a
+    /// label `>= CLASSES`.
+    pub fn try_sample_cells(&self, label: u8, stream: Stream, i: usize) -> Result<Vec<bool>, DataError> {
+        if label as usize >= CLASSES {
+            return Err(DataError::IndexOutOfRange {
+                what: "class",
+                index: label as usize,
+                len: CLASSES,
+            });
+        }
+        Ok(self.sample_cells(label, stream, i))
+    }
+
     /// Noisy cells (before rendering) of sample `i` with `label` on `stream`.
     ///
     /// # Panics
-    /// If `label >= CLASSES`.
+    /// If `label >= CLASSES`; [`Codebook::try_sample_cells`] is the checked
+    /// alternative.
     pub fn sample_cells(&self, label: u8, stream: Stream, i: usize) -> Vec<bool> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed);
         rng.set_stream((stream.tag() << 40) | i as u64);
@@ -473,5 +518,41 @@ mod tests {
         let cb = Codebook::new(&PatternConfig::default()).unwrap();
         assert!(try_generate(&cb, &[1, 10], Stream::Test).is_err());
         assert!(try_generate(&cb, &[], Stream::Test).unwrap().is_empty());
+    }
+
+    /// The checked alternatives of the panicking accessors return typed
+    /// errors naming the index, and agree with them in range.
+    #[test]
+    fn checked_accessors_are_typed_errors() {
+        let cb = Codebook::new(&PatternConfig::default()).unwrap();
+        let per = cb.config().prototypes_per_class;
+        assert_eq!(cb.get_prototype(3, 0).unwrap(), cb.prototype(3, 0));
+        assert!(matches!(
+            cb.get_prototype(10, 0),
+            Err(DataError::IndexOutOfRange {
+                what: "class",
+                index: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            cb.get_prototype(0, per),
+            Err(DataError::IndexOutOfRange { what: "prototype", .. })
+        ));
+        let cells = cb.try_sample_cells(2, Stream::Test, 5).unwrap();
+        assert_eq!(cells, cb.sample_cells(2, Stream::Test, 5));
+        assert!(cb.try_sample_cells(10, Stream::Test, 0).is_err());
+        assert_eq!(cb.try_render(&cells).unwrap(), cb.render(&cells));
+        assert!(matches!(
+            cb.try_render(&cells[1..]),
+            Err(DataError::ShapeMismatch { .. })
+        ));
+        let set = generate(&cb, &[1, 2, 3], Stream::Train);
+        assert_eq!(set.get_image(2), Some(set.image(2)));
+        assert_eq!(set.get_image(3), None);
+        assert_eq!(set.get_image(usize::MAX), None);
+        assert_eq!(set.try_subset(&[2, 0]).unwrap(), set.subset(&[2, 0]));
+        let e = set.try_subset(&[0, 3]).unwrap_err();
+        assert!(e.to_string().contains("index 3"), "{e}");
     }
 }

@@ -49,7 +49,7 @@
 
 use crate::dense::{sym_eig, DenseError};
 use crate::operator::LinearOperator;
-use crate::util::{cgs_pass, combine, dot, norm, scale};
+use crate::util::{cgs_pass, combine, dot, lanczos_step, norm, scale};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -175,6 +175,11 @@ pub struct EigenResult {
     pub restarts: usize,
     /// Why the solver stopped.
     pub stop: StopReason,
+    /// Whether every returned pair met the tolerance: `false` exactly when
+    /// the solver stopped on its matvec budget ([`StopReason::MaxMatvecs`]);
+    /// the pairs are then the best found so far and their
+    /// [`EigenResult::residuals`] say how accurate each is.
+    pub converged: bool,
 }
 
 /// Progress information passed to an [`Observer`] after every Lanczos step.
@@ -444,23 +449,19 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
         loop {
             // ---- one Lanczos step on column j = m ----
             let j = self.m;
-            {
-                let (vj, wj) = (&self.v[j * n..(j + 1) * n], &mut self.w[j * n..(j + 1) * n]);
-                self.op.apply(vj, wj);
-            }
-            self.matvecs += 1;
-            if self.w[j * n..(j + 1) * n].iter().any(|x| !x.is_finite()) {
-                return Err(LanczosError::NonFinite { matvec: self.matvecs });
-            }
-            r.copy_from_slice(&self.w[j * n..(j + 1) * n]);
-            let mut h = vec![0.0; j + 1];
-            for _ in 0..2 {
-                cgs_pass(&self.locked_vecs, n, self.nlocked(), &mut r, None);
-                cgs_pass(&self.v, n, j + 1, &mut r, Some(&mut h));
-            }
-            // Keep rounding noise from leaking out of the operator's domain
-            // (a no-op for ordinary operators).
-            self.op.constrain(&mut r);
+            let nlocked = self.nlocked();
+            let h = lanczos_step(
+                self.op,
+                &self.v,
+                n,
+                j,
+                &self.locked_vecs,
+                nlocked,
+                &mut self.w[j * n..(j + 1) * n],
+                &mut r,
+                &mut self.matvecs,
+            )
+            .map_err(|matvec| LanczosError::NonFinite { matvec })?;
             self.set_t(j, j, h[j]);
             self.m = j + 1;
             let m = self.m;
@@ -840,6 +841,7 @@ impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
             matvecs: self.matvecs,
             restarts: self.restarts,
             stop,
+            converged: stop != StopReason::MaxMatvecs,
         }
     }
 }

@@ -12,11 +12,15 @@
 //! probes (each with weights summing to 1) estimates the spectral density
 //! `φ(t) = (1/n) Σ_i δ(t − λ_i)`; broadening every node by a Gaussian of width
 //! `σ` gives a smooth density (as in PyHessian). Lanczos vectors are fully
-//! reorthogonalized so the nodes are free of ghost copies.
+//! reorthogonalized so the nodes are free of ghost copies; the recurrence is
+//! the one [`lanczos()`](crate::lanczos()) runs, and probes are mapped into
+//! the operator's domain ([`LinearOperator::constrain`]) as its start
+//! vectors are, so a [`crate::Projected`] operator's artificial zero
+//! eigenvalues on `span(Q)` get no weight.
 
 use crate::dense::{sym_eig, DenseError};
 use crate::operator::LinearOperator;
-use crate::util::{cgs_pass, norm, rademacher, scale};
+use crate::util::{lanczos_step, norm, rademacher, scale};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -149,6 +153,13 @@ pub enum SlqError {
         /// 1-based index of the offending operator application.
         matvec: usize,
     },
+    /// A probe lies (numerically) outside the operator's domain
+    /// ([`LinearOperator::constrain`] maps it to ~0).
+    #[error("probe {probe} lies outside the operator's domain (constrained to ~0)")]
+    ProbeOutsideDomain {
+        /// 0-based index of the probe.
+        probe: usize,
+    },
     /// The small dense eigenproblem failed.
     #[error(transparent)]
     Dense(#[from] DenseError),
@@ -179,23 +190,30 @@ pub fn slq<A: LinearOperator + ?Sized>(op: &A, params: &SlqParams) -> Result<Slq
     let mut probes = Vec::with_capacity(params.n_probes);
     let mut matvecs = 0;
     let mut v = vec![0.0; n * m_max];
+    let mut av = vec![0.0; n];
     let mut w = vec![0.0; n];
-    for _ in 0..params.n_probes {
+    for probe in 0..params.n_probes {
         let mut z = rademacher(&mut rng, n);
         scale(1.0 / (n as f64).sqrt(), &mut z);
+        // Honour the operator's domain as `lanczos` does (a `Projected`
+        // operator acts on span(Q)^⊥ only); an unchanged probe keeps its
+        // exact 1/√n entries.
+        let before = z.clone();
+        op.constrain(&mut z);
+        if z != before {
+            let nz = norm(&z);
+            if nz.is_nan() || nz <= 1e-8 {
+                return Err(SlqError::ProbeOutsideDomain { probe });
+            }
+            scale(1.0 / nz, &mut z);
+        }
         v[..n].copy_from_slice(&z);
         let mut alpha = Vec::with_capacity(m_max);
         let mut beta: Vec<f64> = Vec::with_capacity(m_max);
         let mut anorm = 0.0f64;
         for j in 0..m_max {
-            op.apply(&v[j * n..(j + 1) * n], &mut w);
-            matvecs += 1;
-            if w.iter().any(|x| !x.is_finite()) {
-                return Err(SlqError::NonFinite { matvec: matvecs });
-            }
-            let mut h = vec![0.0; j + 1];
-            cgs_pass(&v, n, j + 1, &mut w, Some(&mut h));
-            cgs_pass(&v, n, j + 1, &mut w, Some(&mut h));
+            let h = lanczos_step(op, &v, n, j, &[], 0, &mut av, &mut w, &mut matvecs)
+                .map_err(|matvec| SlqError::NonFinite { matvec })?;
             alpha.push(h[j]);
             let b = norm(&w);
             anorm = anorm.max(h[j].abs()).max(b);

@@ -1,4 +1,7 @@
-//! Small dense vector kernels (sequential, deterministic).
+//! Small dense vector kernels (sequential, deterministic) and the Lanczos
+//! step they make up.
+
+use crate::operator::LinearOperator;
 
 /// Dot product, 4-way unrolled (deterministic order).
 #[inline]
@@ -83,4 +86,42 @@ pub(crate) fn combine(q: &[f64], n: usize, m: usize, y: &[f64], ldy: usize, p: u
 pub(crate) fn rademacher(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f64> {
     use rand::Rng;
     (0..n).map(|_| if rng.gen::<bool>() { 1.0 } else { -1.0 }).collect()
+}
+
+/// One step of the Lanczos recurrence with full reorthogonalization, shared
+/// by [`crate::lanczos()`] and [`crate::slq()`]: `av = A v_j` (column `j` of
+/// the column-major basis `v`, `n` rows), then `r = av` orthogonalized by
+/// classical Gram–Schmidt, twice, against the `nlocked` columns of `locked`
+/// and the basis columns `0..=j`, and mapped into the operator's domain
+/// ([`LinearOperator::constrain`]). Returns `h = V^T A v_j` (so `h[j]` is the
+/// new diagonal entry `α_j` and `‖r‖` the next `β_j`), or
+/// `Err(matvec)` (1-based) when `A v_j` is not finite. Counts the product in
+/// `matvecs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lanczos_step<A: LinearOperator + ?Sized>(
+    op: &A,
+    v: &[f64],
+    n: usize,
+    j: usize,
+    locked: &[f64],
+    nlocked: usize,
+    av: &mut [f64],
+    r: &mut [f64],
+    matvecs: &mut usize,
+) -> Result<Vec<f64>, usize> {
+    op.apply(&v[j * n..(j + 1) * n], av);
+    *matvecs += 1;
+    if av.iter().any(|x| !x.is_finite()) {
+        return Err(*matvecs);
+    }
+    r.copy_from_slice(av);
+    let mut h = vec![0.0; j + 1];
+    for _ in 0..2 {
+        cgs_pass(locked, n, nlocked, r, None);
+        cgs_pass(v, n, j + 1, r, Some(&mut h));
+    }
+    // Keep rounding noise from leaking out of the operator's domain (a
+    // no-op for ordinary operators).
+    op.constrain(r);
+    Ok(h)
 }

@@ -351,6 +351,7 @@ fn max_matvecs_and_observer() {
     )
     .unwrap();
     assert_eq!(r.stop, StopReason::MaxMatvecs);
+    assert!(!r.converged, "stopped on the budget: not converged");
     assert_eq!(r.matvecs, 37);
     assert_eq!(steps.len(), 37);
     assert_eq!(steps.last().unwrap().0, 37);
@@ -502,4 +503,76 @@ fn hutchinson_within_standard_errors() {
     }
     assert!(within >= 7, "only {within}/10 within 2 standard errors");
     assert!(hutchinson(&a, 1, 0).unwrap().std_error.is_nan());
+}
+
+/// `EigenResult::converged` is true for a run that met its tolerance (or
+/// exhausted the space) and false for one stopped by its matvec budget.
+#[test]
+fn converged_flag_follows_the_stop_reason() {
+    let a = Diagonal {
+        diag: (0..40).map(|i| i as f64).collect(),
+    };
+    let p = LanczosParams {
+        k: 2,
+        tol: 1e-10,
+        ..Default::default()
+    };
+    let r = lanczos(&a, &p, &mut NoObserver).unwrap();
+    assert_eq!((r.stop, r.converged), (StopReason::Converged, true));
+    let r = lanczos(
+        &a,
+        &LanczosParams {
+            max_matvecs: 3,
+            ..p.clone()
+        },
+        &mut NoObserver,
+    )
+    .unwrap();
+    assert_eq!((r.stop, r.converged), (StopReason::MaxMatvecs, false));
+    let small = Diagonal { diag: vec![1.0, 2.0] };
+    let r = lanczos(&small, &LanczosParams { k: 2, ..p }, &mut NoObserver).unwrap();
+    assert!(r.converged, "{:?}", r.stop);
+}
+
+/// SLQ honours `constrain` as Lanczos does: on `P A P` (`P` projecting out
+/// span(Q)) the probes live in span(Q)^⊥, so the artificial zero eigenvalues
+/// on span(Q) get no quadrature weight, and the trace estimate is that of
+/// `A` restricted to span(Q)^⊥. Unconstrained operators keep their rules.
+#[test]
+fn slq_honours_constrain() {
+    let n = 50;
+    let a = Diagonal {
+        diag: (0..n).map(|i| 1.0 + i as f64 / n as f64).collect(),
+    };
+    let basis: Vec<Vec<f64>> = (0..5)
+        .map(|j| (0..n).map(|i| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect();
+    let p = Projected::new(&a, &basis).unwrap();
+    let params = SlqParams {
+        n_probes: 3,
+        steps: 30,
+        seed: 7,
+    };
+    let r = slq(&p, &params).unwrap();
+    let weight_near_zero: f64 = r
+        .pooled
+        .nodes
+        .iter()
+        .zip(&r.pooled.weights)
+        .filter(|(t, _)| t.abs() < 0.5)
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        weight_near_zero < 1e-10,
+        "weight on the projected-out zeros: {weight_near_zero:e}"
+    );
+    // Every probe's rule reproduces the mean of A's eigenvalues on span(Q)^⊥
+    // only approximately; the nodes lie inside A's spectrum there.
+    let (lo, hi) = r.range();
+    assert!(lo >= 1.1 - 1e-9 && hi <= 2.0, "nodes in [{lo}, {hi}]");
+    // The plain operator: a rule whose mean is exactly tr(A)/n.
+    let r = slq(&a, &params).unwrap();
+    let mean = r.pooled.integrate(|t| t);
+    let exact = a.diag.iter().sum::<f64>() / n as f64;
+    assert!((mean - exact).abs() < 1e-12, "{mean} vs {exact}");
 }

@@ -21,7 +21,7 @@
 use crate::dual::{Dual, PrimalCache};
 use crate::{Curvature, HvpError};
 use dfdx::prelude::*;
-use gensplit_models::ops::one_hot;
+use gensplit_models::ops::{one_hot, softmax_rows};
 use gensplit_models::{host_vec, Dev, Float, Inputs, Model, Taped};
 
 /// θ, inputs and labels validated against the model (see
@@ -33,23 +33,6 @@ pub(crate) fn check_batch<M: Model + ?Sized, E>(
     labels: &[u32],
 ) -> Result<usize, HvpError> {
     Ok(gensplit_models::ops::check_batch(model, theta, inputs, labels)?)
-}
-
-/// Row-wise softmax of `[n, k]` logits, in f64.
-fn softmax_rows<E: Float>(z: &[E], k: usize) -> Vec<f64> {
-    let mut s = Vec::with_capacity(z.len());
-    for row in z.chunks(k) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
-        let start = s.len();
-        let mut tot = 0.0;
-        for v in row {
-            let e = (v.f64() - m).exp();
-            tot += e;
-            s.push(e);
-        }
-        s[start..].iter_mut().for_each(|e| *e /= tot);
-    }
-    s
 }
 
 /// Curvature-vector product on one batch, scaled by `scale` instead of
@@ -83,7 +66,8 @@ where
             if let Some(c) = cache {
                 ops = ops.with_cache(c);
             }
-            let out = model.forward(&mut ops, inputs);
+            let out = model.forward(&mut ops, inputs)?;
+            ops.finish()?;
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
             };
@@ -97,7 +81,8 @@ where
             if let Some(c) = cache {
                 ops = ops.with_cache(c);
             }
-            let out = model.forward(&mut ops, inputs);
+            let out = model.forward(&mut ops, inputs)?;
+            ops.finish()?;
             let Some(zdot) = out.tangent else {
                 return Ok(vec![E::zero(); theta.len()]);
             };
@@ -147,5 +132,7 @@ where
             got: v.len(),
         });
     }
-    curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64, None)
+    let hv = curvature_vector_scaled(model, theta, inputs, labels, v, kind, 1.0 / n as f64, None)?;
+    crate::check_finite(model.layout(), &hv)?;
+    Ok(hv)
 }

@@ -112,6 +112,28 @@ pub enum BlockError {
         /// Dimension of the wrapped operator.
         operator: usize,
     },
+    /// A vector handed to a block product has the wrong length.
+    #[error("`{arg}` of {op} has {got} entries, expected {expected}")]
+    VectorLength {
+        /// The product (`BlockOperator::apply`, `OffDiagonal::apply`, ...).
+        op: &'static str,
+        /// Which argument (`x` or `y`).
+        arg: &'static str,
+        /// The length it must have.
+        expected: usize,
+        /// The length it has.
+        got: usize,
+    },
+}
+
+/// [`BlockError::VectorLength`] unless `x` and `y` have the lengths given.
+fn check_lengths(op: &'static str, x: &[f64], nx: usize, y: &[f64], ny: usize) -> Result<(), BlockError> {
+    for (arg, got, expected) in [("x", x.len(), nx), ("y", y.len(), ny)] {
+        if got != expected {
+            return Err(BlockError::VectorLength { op, arg, expected, got });
+        }
+    }
+    Ok(())
 }
 
 /// A set of whole parameter blocks (a set A of θ's coordinates), resolved
@@ -399,6 +421,16 @@ impl<Op: LinearOperator> BlockOperator<Op> {
     }
 }
 
+impl<Op: LinearOperator> BlockOperator<Op> {
+    /// `y = H_AA x` like [`LinearOperator::apply`], but checked:
+    /// [`BlockError::VectorLength`] when `x` or `y` does not have length |A|.
+    pub fn try_apply(&self, x: &[f64], y: &mut [f64]) -> Result<(), BlockError> {
+        check_lengths("BlockOperator::apply", x, self.sel.len, y, self.sel.len)?;
+        self.sel.product(&self.op, x, &self.sel, y);
+        Ok(())
+    }
+}
+
 impl<Op: LinearOperator> LinearOperator for BlockOperator<Op> {
     fn dim(&self) -> usize {
         self.sel.len
@@ -407,11 +439,12 @@ impl<Op: LinearOperator> LinearOperator for BlockOperator<Op> {
     /// `y = H_AA x = (H E_A x)_A`: one product of the wrapped operator.
     ///
     /// # Panics
-    /// When `x` or `y` does not have length |A|.
+    /// When `x` or `y` does not have length |A| (the trait's contract);
+    /// [`BlockOperator::try_apply`] is the checked alternative.
     fn apply(&self, x: &[f64], y: &mut [f64]) {
-        assert_eq!(x.len(), self.sel.len, "BlockOperator::apply: x has the wrong length");
-        assert_eq!(y.len(), self.sel.len, "BlockOperator::apply: y has the wrong length");
-        self.sel.product(&self.op, x, &self.sel, y);
+        if let Err(e) = self.try_apply(x, y) {
+            panic!("{e}");
+        }
     }
 }
 
@@ -476,30 +509,40 @@ impl<Op: LinearOperator> OffDiagonal<Op> {
     /// `y = H_AB x = (H E_B x)_A`, `x` of length |B|, `y` of length |A|.
     ///
     /// # Panics
-    /// When `x` or `y` has the wrong length.
+    /// When `x` or `y` has the wrong length; [`OffDiagonal::try_apply`] is
+    /// the checked alternative.
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
-        assert_eq!(x.len(), self.cols.len, "OffDiagonal::apply: x must have |B| entries");
-        assert_eq!(y.len(), self.rows.len, "OffDiagonal::apply: y must have |A| entries");
+        if let Err(e) = self.try_apply(x, y) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`OffDiagonal::apply`], with [`BlockError::VectorLength`] for a
+    /// vector of the wrong length.
+    pub fn try_apply(&self, x: &[f64], y: &mut [f64]) -> Result<(), BlockError> {
+        check_lengths("OffDiagonal::apply", x, self.cols.len, y, self.rows.len)?;
         self.cols.product(&self.op, x, &self.rows, y);
+        Ok(())
+    }
+
+    /// [`OffDiagonal::apply_transpose`], with [`BlockError::VectorLength`]
+    /// for a vector of the wrong length.
+    pub fn try_apply_transpose(&self, x: &[f64], y: &mut [f64]) -> Result<(), BlockError> {
+        check_lengths("OffDiagonal::apply_transpose", x, self.rows.len, y, self.cols.len)?;
+        self.rows.product(&self.op, x, &self.cols, y);
+        Ok(())
     }
 
     /// `y = H_ABᵀ x = H_BA x = (H E_A x)_B`, `x` of length |A|, `y` of
     /// length |B|.
     ///
     /// # Panics
-    /// When `x` or `y` has the wrong length.
+    /// When `x` or `y` has the wrong length;
+    /// [`OffDiagonal::try_apply_transpose`] is the checked alternative.
     pub fn apply_transpose(&self, x: &[f64], y: &mut [f64]) {
-        assert_eq!(
-            x.len(),
-            self.rows.len,
-            "OffDiagonal::apply_transpose: x must have |A| entries"
-        );
-        assert_eq!(
-            y.len(),
-            self.cols.len,
-            "OffDiagonal::apply_transpose: y must have |B| entries"
-        );
-        self.rows.product(&self.op, x, &self.cols, y);
+        if let Err(e) = self.try_apply_transpose(x, y) {
+            panic!("{e}");
+        }
     }
 }
 

@@ -41,8 +41,8 @@ use crate::HvpError;
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
 use gensplit_models::conv::{conv2d_dual, ConvGeom, DualConvCache};
-use gensplit_models::ops::{param_block, param_matrix};
-use gensplit_models::{host_vec, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
+use gensplit_models::ops::{param_block, param_matrix, BlockTracker};
+use gensplit_models::{cpu_vec, host_vec, take_grad, BlockId, Dev, Float, ModelError, Ops, ParamLayout, Taped, T1, T2};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The `v`-independent parts of a [`Dual`] pass over one batch at one θ,
@@ -103,6 +103,9 @@ pub struct Dual<'a, E: Float, TT = Taped<E>> {
     v: &'a [E],
     cache: Option<&'a PrimalCache<E>>,
     convs: usize,
+    blocks: BlockTracker,
+    /// The first cache mismatch met (reported by [`Dual::finish`]).
+    cache_error: Option<HvpError>,
     _tt: std::marker::PhantomData<TT>,
 }
 
@@ -136,8 +139,24 @@ where
             v,
             cache: None,
             convs: 0,
+            blocks: BlockTracker::new(layout),
+            cache_error: None,
             _tt: Default::default(),
         })
+    }
+
+    /// Checks the forward pass run so far: [`ModelError::BlockReused`] when
+    /// it took a parameter block twice (its gradient would be wrong, see
+    /// [`BlockTracker`]), [`HvpError::CacheMismatch`] when the cache given to
+    /// [`Dual::with_cache`] was recorded by another batch, model or call
+    /// site (the pass then ran those layers uncached, so its values are
+    /// right, but the caller mixed up caches).
+    pub fn finish(&self) -> Result<(), HvpError> {
+        self.blocks.finish(self.layout)?;
+        match &self.cache_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Uses (and on the first pass fills) `cache` for the conv layers. The
@@ -152,13 +171,16 @@ where
         &self.theta
     }
 
-    /// Block `id` of θ, taped back to θ. Call once per block per use site.
+    /// Block `id` of θ, taped back to θ. Call once per block per forward
+    /// (a second call makes [`Dual::finish`] fail).
     fn block(&self, id: BlockId) -> T1<E, Taped<E>> {
+        self.blocks.take(id);
         param_block(&self.theta, self.layout, id)
     }
 
     /// Block `id` of θ as a matrix `[shape[0], rest]`.
     fn block2(&self, id: BlockId) -> T2<E, Taped<E>> {
+        self.blocks.take(id);
         param_matrix(&self.theta, self.layout, id)
     }
 
@@ -275,7 +297,16 @@ where
         // z = conv(x, W, b), ż = conv(ẋ, W, 0) + conv(x, V, c) in one fused
         // op (one im2col of x); with ẋ = None, ż is a constant.
         let (wr, br) = (self.layout.block(w).range(), self.layout.block(b).range());
-        let slot = self.cache.map(|c| c.slot(self.convs));
+        let n = x.primal.shape().0;
+        let mut slot = self.cache.map(|c| c.slot(self.convs));
+        if let Some(reason) = slot.as_ref().and_then(|s| s.mismatch(n, geom, relu)) {
+            // Run this layer uncached; `finish` reports the mix-up.
+            slot = None;
+            self.cache_error.get_or_insert(HvpError::CacheMismatch {
+                conv: self.convs,
+                reason,
+            });
+        }
         self.convs += 1;
         let (primal, tangent) = conv2d_dual(
             x.primal,
@@ -347,14 +378,4 @@ fn masked_add<E: Float>(dst: &mut [E], src: &[E], mask: &[bool]) {
             *d += s;
         }
     }
-}
-
-/// Moves a gradient buffer out of dfdx's store (put it back via [`cpu_vec`]).
-fn take_grad<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> Vec<E> {
-    std::mem::take(cpu_vec::<E>(v))
-}
-
-/// dfdx's CPU storage as the `Vec` it wraps.
-fn cpu_vec<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut Vec<E> {
-    v
 }

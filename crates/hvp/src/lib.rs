@@ -91,7 +91,23 @@ pub use blocks::{BlockError, BlockOperator, BlockSelection, OffDiagonal};
 pub use dual::{Dual, DualAct, PrimalCache};
 pub use operator::{dense_hessian, HessianOperator, DEFAULT_CACHE_BYTES, DENSE_MAX_PARAMS};
 
-use gensplit_models::ModelError;
+use gensplit_models::{ModelError, ParamLayout};
+
+/// `Err(`[`HvpError::NonFinite`]`)` naming the first block of `layout`
+/// where the product `hv` is NaN or infinite.
+pub(crate) fn check_finite<E: gensplit_models::Float>(layout: &ParamLayout, hv: &[E]) -> Result<(), HvpError> {
+    match hv.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(HvpError::NonFinite {
+            block: layout
+                .blocks()
+                .iter()
+                .find(|b| b.range().contains(&index))
+                .map_or_else(|| "(outside the layout)".to_string(), |b| b.name.clone()),
+            index,
+        }),
+    }
+}
 
 /// Which curvature matrix a product uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -105,7 +121,7 @@ pub enum Curvature {
 }
 
 /// Errors of the curvature products.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum HvpError {
     /// The direction `v` does not have θ's length.
     #[error("direction has {got} entries, the model has {expected} parameters")]
@@ -121,6 +137,24 @@ pub enum HvpError {
     /// The dataset has no samples.
     #[error("the dataset is empty")]
     EmptyDataset,
+    /// A curvature-vector product came out NaN or infinite (overflow in
+    /// the model, or a non-finite θ or direction).
+    #[error("the curvature-vector product is non-finite in parameter block `{block}` (entry {index})")]
+    NonFinite {
+        /// Name of the first parameter block holding a non-finite entry.
+        block: String,
+        /// Index of that entry in the flat vector.
+        index: usize,
+    },
+    /// A primal cache does not belong to this pass (recorded for another
+    /// batch, model or call site).
+    #[error("primal cache of conv call {conv} does not fit this pass: {reason}")]
+    CacheMismatch {
+        /// Index of the conv call in forward order.
+        conv: usize,
+        /// What differs.
+        reason: String,
+    },
     /// A dense matrix was requested for too many parameters.
     #[error("a dense {n} x {n} curvature matrix exceeds the limit of {max} parameters")]
     TooLarge {

@@ -246,10 +246,31 @@ where
     }
 
     /// The curvature-vector product `H v` (or `G v`) of the mean loss over
-    /// the whole dataset. Error: [`HvpError::DirectionLength`] when
-    /// `v.len() != self.dim()`.
+    /// the whole dataset. Errors: [`HvpError::DirectionLength`] when
+    /// `v.len() != self.dim()`, [`HvpError::NonFinite`] (naming the block)
+    /// when the product is NaN or infinite.
     pub fn hvp(&self, v: &[E]) -> Result<Vec<E>, HvpError> {
-        Ok(self.product_f64(v)?.into_iter().map(E::of).collect())
+        let hv: Vec<E> = self.product_f64(v)?.into_iter().map(E::of).collect();
+        crate::check_finite(self.model.layout(), &hv)?;
+        Ok(hv)
+    }
+
+    /// `y = H x` (or `G x`) like [`LinearOperator::apply`], but checked:
+    /// [`HvpError::DirectionLength`] when `x` or `y` does not have length
+    /// [`Self::dim`], [`HvpError::NonFinite`] when the product is NaN or
+    /// infinite (`y` then holds it).
+    pub fn try_apply(&self, x: &[f64], y: &mut [f64]) -> Result<(), HvpError> {
+        for len in [x.len(), y.len()] {
+            if len != self.dim() {
+                return Err(HvpError::DirectionLength {
+                    expected: self.dim(),
+                    got: len,
+                });
+            }
+        }
+        let v: Vec<E> = x.iter().map(|&a| E::of(a)).collect();
+        y.copy_from_slice(&self.product_f64(&v)?);
+        crate::check_finite(self.model.layout(), y)
     }
 
     /// Mean loss (nats) and its gradient over the whole dataset, streamed in
@@ -302,25 +323,21 @@ where
         self.theta.len()
     }
 
-    /// `y = H x` (or `G x`), converting through `E`.
+    /// `y = H x` (or `G x`), converting through `E`. A non-finite product
+    /// is written as it is (the solvers of `gensplit_eigen` check every
+    /// product and fail with their `NonFinite` error).
     ///
     /// # Panics
     /// When `x` or `y` does not have length [`Self::dim`] (the trait's
-    /// contract; use [`HessianOperator::hvp`] for a checked product).
+    /// contract), or when the model's forward fails (a model that takes a
+    /// parameter block twice, [`gensplit_models::ModelError::BlockReused`]);
+    /// [`HessianOperator::try_apply`] and
+    /// [`HessianOperator::hvp`] are the checked alternatives.
     fn apply(&self, x: &[f64], y: &mut [f64]) {
-        assert_eq!(
-            x.len(),
-            self.theta.len(),
-            "HessianOperator::apply: x has the wrong length"
-        );
-        assert_eq!(
-            y.len(),
-            self.theta.len(),
-            "HessianOperator::apply: y has the wrong length"
-        );
-        let v: Vec<E> = x.iter().map(|&a| E::of(a)).collect();
-        let r = self.product_f64(&v).expect("length checked above");
-        y.copy_from_slice(&r);
+        match self.try_apply(x, y) {
+            Ok(()) | Err(HvpError::NonFinite { .. }) => {}
+            Err(e) => panic!("HessianOperator::apply: {e}"),
+        }
     }
 }
 

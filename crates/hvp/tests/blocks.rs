@@ -455,3 +455,48 @@ fn single_layer_blocks_have_no_residual_term() {
     check_layer_blocks("cnn", &tiny_cnn(), &image_data(12, 7));
     check_layer_blocks("mlp", &tiny_mlp(), &modadd_data(7));
 }
+
+/// The block products have checked alternatives: a vector of the wrong
+/// length is `BlockError::VectorLength` naming the product and argument,
+/// and in range they give the unchecked product.
+#[test]
+fn block_products_check_lengths() {
+    let m = tiny_mlp();
+    let (a, b): (Vec<u32>, Vec<u32>) = (0..49).map(|i| (i / 7, i % 7)).unzip();
+    let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % 7).collect();
+    let data = Dataset {
+        inputs: DataInputs::Tokens { a, b },
+        labels,
+    };
+    let h = HessianOperator::new(&m, m.init::<f64>(1), &data, 0, Curvature::Hessian).unwrap();
+    let blk = h.block(&["fc2.*"]).unwrap();
+    let n = blk.dim();
+    let x: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
+    let (mut y1, mut y2) = (vec![0.0; n], vec![0.0; n]);
+    blk.apply(&x, &mut y1);
+    blk.try_apply(&x, &mut y2).unwrap();
+    assert_eq!(y1, y2);
+    match blk.try_apply(&x[1..], &mut y2) {
+        Err(BlockError::VectorLength {
+            arg: "x",
+            expected,
+            got,
+            ..
+        }) => assert_eq!((expected, got), (n, n - 1)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        blk.try_apply(&x, &mut y2[1..]),
+        Err(BlockError::VectorLength { arg: "y", .. })
+    ));
+    let off = h.off_diagonal(&["fc2.*"], &["embed"]).unwrap();
+    let (ra, cb) = off.shape();
+    let xb = vec![0.5; cb];
+    let mut ya = vec![0.0; ra];
+    off.try_apply(&xb, &mut ya).unwrap();
+    let e = off.try_apply(&xb[1..], &mut ya).unwrap_err();
+    assert!(e.to_string().contains("OffDiagonal::apply"), "{e}");
+    let mut yb = vec![0.0; cb];
+    off.try_apply_transpose(&ya, &mut yb).unwrap();
+    assert!(off.try_apply_transpose(&ya, &mut ya.clone()).is_err());
+}

@@ -452,7 +452,7 @@ fn dual_forward_is_the_jvp() {
         let dev = gensplit_models::Dev::default();
         let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
         let mut ops = gensplit_hvp::Dual::<f64, NoneTape>::new(m.layout(), th, &v).unwrap();
-        let out = m.forward(&mut ops, &data.inputs());
+        let out = m.forward(&mut ops, &data.inputs()).unwrap();
         let z = out.primal.as_vec();
         let zdot = out.tangent.unwrap().as_vec();
         let z_ref = evaluate_logits(m, &theta, &data.inputs()).unwrap();
@@ -511,9 +511,9 @@ fn fused_conv_relu_matches_unfused_in_dual() {
         let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
         let mut ops = gensplit_hvp::Dual::<f64>::new(m.layout(), th.clone(), &v).unwrap();
         let out = if fused {
-            m.forward(&mut ops, &data.inputs())
+            m.forward(&mut ops, &data.inputs()).unwrap()
         } else {
-            m.forward(&mut Unfused(&mut ops), &data.inputs())
+            m.forward(&mut Unfused(&mut ops), &data.inputs()).unwrap()
         };
         let zdot = out.tangent.unwrap();
         let (z, zd) = (out.primal.as_vec(), zdot.as_vec());
@@ -569,6 +569,16 @@ fn check_primal_cache(m: &Cnn) {
         // The first product recorded the cache, the second read it.
         assert_eq!(first, again, "{kind:?}: reading the cache changed the product");
         assert_eq!(cached.matvecs(), 2);
+        // A read with another direction than the recording one: the cached
+        // parts must not depend on v.
+        let v2 = random_vec(theta.len(), 91);
+        let (from_cache, uncached) = (cached.hvp(&v2).unwrap(), plain.hvp(&v2).unwrap());
+        let err2 = rel_err(&from_cache, &uncached);
+        assert!(
+            err2 <= 1e-13,
+            "{kind:?}: cache read with a different v differs by {err2:e}"
+        );
+        assert!(rel_err(&from_cache, &first) > 1e-3, "{kind:?}: v2 gave v's product");
         let err = rel_err(&first, &reference);
         eprintln!(
             "cnn ({} parameters) {kind:?}: cached vs uncached product, relative difference {err:.3e} ({} bytes cached)",
@@ -584,5 +594,171 @@ fn check_primal_cache(m: &Cnn) {
         assert_eq!(capped.cached_batches(), 2, "{kind:?}: cap");
         assert!(rel_err(&partial, &reference) <= 1e-13);
         assert!(rel_err(&capped.hvp(&v).unwrap(), &reference) <= 1e-13);
+    }
+}
+
+/// A non-finite product is an error naming the parameter block, from the
+/// operator's checked entry points (`hvp`, `try_apply`, `curvature_vector`),
+/// and Lanczos on the operator fails with its `NonFinite` error instead of
+/// returning NaN eigenpairs.
+#[test]
+fn non_finite_products_are_errors() {
+    let m = tiny_mlp();
+    let data = modadd_data(7);
+    let mut theta: Vec<f64> = m.init(2);
+    let fc2 = m.layout().find("fc2.weight").unwrap().offset;
+    theta[fc2 + 3] = f64::INFINITY;
+    let op = HessianOperator::new(&m, theta.clone(), &data, 16, Curvature::Hessian).unwrap();
+    let v = random_vec(theta.len(), 5);
+    let e = op.hvp(&v).unwrap_err();
+    assert!(matches!(e, HvpError::NonFinite { .. }), "{e:?}");
+    assert!(e.to_string().contains("block `"), "{e}");
+    let mut y = vec![0.0; theta.len()];
+    assert!(matches!(op.try_apply(&v, &mut y), Err(HvpError::NonFinite { .. })));
+    assert!(matches!(
+        curvature_vector(&m, &theta, &data.inputs(), &data.labels, &v, Curvature::Hessian),
+        Err(HvpError::NonFinite { .. })
+    ));
+    let params = gensplit_eigen::LanczosParams::new(2, gensplit_eigen::Which::LargestAlgebraic);
+    let r = gensplit_eigen::lanczos(&op, &params, &mut gensplit_eigen::NoObserver);
+    assert!(
+        matches!(r, Err(gensplit_eigen::LanczosError::NonFinite { matvec: 1 })),
+        "{r:?}"
+    );
+    // A finite θ with an infinite direction entry: the block of the product
+    // that goes non-finite is named.
+    let theta: Vec<f64> = m.init(2);
+    let op = HessianOperator::new(&m, theta.clone(), &data, 16, Curvature::Hessian).unwrap();
+    let mut v = vec![0.0; theta.len()];
+    v[fc2] = f64::NAN;
+    match op.hvp(&v) {
+        Err(HvpError::NonFinite { block, index }) => {
+            let b = m.layout().blocks().iter().find(|b| b.name == block).unwrap();
+            assert!(b.range().contains(&index));
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+}
+
+/// `try_apply` checks both lengths; `apply` (the trait method, whose
+/// contract is documented `# Panics`) panics with the checked error's text.
+#[test]
+fn try_apply_checks_lengths() {
+    let m = tiny_mlp();
+    let data = modadd_data(7);
+    let theta: Vec<f64> = m.init(2);
+    let n = theta.len();
+    let op = HessianOperator::new(&m, theta, &data, 0, Curvature::Hessian).unwrap();
+    let mut y = vec![0.0; n];
+    assert_eq!(
+        op.try_apply(&vec![0.0; n - 1], &mut y),
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n - 1
+        })
+    );
+    let mut short = vec![0.0; n + 2];
+    assert_eq!(
+        op.try_apply(&vec![0.0; n], &mut short),
+        Err(HvpError::DirectionLength {
+            expected: n,
+            got: n + 2
+        })
+    );
+    op.try_apply(&random_vec(n, 1), &mut y).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(&[0.0; 3], &mut y)));
+    assert!(r.is_err());
+}
+
+/// A primal cache recorded on one batch and handed to a pass over another
+/// batch (or a call site without the fused ReLU) is reported as
+/// `HvpError::CacheMismatch`; the pass itself then runs uncached and its
+/// values stay right.
+#[test]
+fn a_cache_of_another_batch_is_an_error() {
+    use dfdx::prelude::TensorFromVec;
+    use gensplit_hvp::{Dual, PrimalCache};
+    let m = tiny_cnn();
+    let theta: Vec<f64> = m.init(3);
+    let v = random_vec(theta.len(), 4);
+    let dev = gensplit_models::Dev::default();
+    let cache = PrimalCache::new();
+    let pass = |data: &Dataset, cache: Option<&PrimalCache<f64>>| {
+        let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
+        let mut ops = Dual::<f64>::new(m.layout(), th, &v).unwrap();
+        if let Some(c) = cache {
+            ops = ops.with_cache(c);
+        }
+        let out = m.forward(&mut ops, &data.inputs()).unwrap();
+        (ops.finish(), out.tangent.unwrap().as_vec())
+    };
+    let (a, b) = (image_data(3, 1), image_data(5, 2));
+    let (ok, _) = pass(&a, Some(&cache));
+    ok.unwrap();
+    let (reused, zdot) = pass(&b, Some(&cache));
+    match reused {
+        Err(HvpError::CacheMismatch { conv: 0, reason }) => assert!(reason.contains("batch"), "{reason}"),
+        other => panic!("expected CacheMismatch, got {other:?}"),
+    }
+    let (_, reference) = pass(&b, None);
+    assert_eq!(zdot, reference);
+}
+
+/// `Dual` rejects a forward that takes one parameter block twice (dfdx's
+/// slice backward would drop one use's gradient), like `Primal`.
+#[test]
+fn dual_rejects_a_block_used_twice() {
+    use gensplit_models::{BlockId, Float, Ops, ParamLayout};
+    /// Embedding pairs (width 2), then the same square layer twice.
+    struct Twice(ParamLayout, BlockId, BlockId);
+    impl Model for Twice {
+        fn layout(&self) -> &ParamLayout {
+            &self.0
+        }
+        fn classes(&self) -> usize {
+            2
+        }
+        fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError> {
+            match inputs {
+                Inputs::Tokens { a, .. } => Ok(a.len()),
+                Inputs::Images { .. } => Err(ModelError::Inputs("tokens".into())),
+            }
+        }
+        fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
+            let Inputs::Tokens { a, b } = inputs else {
+                return Err(ModelError::Inputs("tokens".into()));
+            };
+            let x = ops.embed_pair(0, a, b);
+            let x = ops.linear(x, self.1, self.2);
+            Ok(ops.linear(x, self.1, self.2))
+        }
+        fn init<E: Float>(&self, _: u64) -> Vec<E> {
+            (0..self.0.len())
+                .map(|i| E::of(((i * 7) % 5) as f64 / 5.0 - 0.4))
+                .collect()
+        }
+        fn input_features(&self) -> usize {
+            1
+        }
+    }
+    let mut layout = ParamLayout::new();
+    layout.push("embed", &[3, 1]);
+    let w = layout.push("sq.weight", &[2, 2]);
+    let b = layout.push("sq.bias", &[2]);
+    let m = Twice(layout, w, b);
+    let theta: Vec<f64> = m.init(0);
+    let v = random_vec(theta.len(), 1);
+    let inputs = Inputs::Tokens {
+        a: &[0, 1, 2],
+        b: &[2, 1, 0],
+    };
+    for kind in [Curvature::Hessian, Curvature::GaussNewton] {
+        let e = curvature_vector(&m, &theta, &inputs, &[0, 1, 1], &v, kind).unwrap_err();
+        assert_eq!(
+            e,
+            HvpError::Model(ModelError::BlockReused {
+                block: "sq.weight".into()
+            })
+        );
     }
 }

@@ -5,22 +5,9 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-// glibc's malloc returns large buffers to the OS after every call and faults
-// them in again; mimalloc (also xtask's allocator) keeps them.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `purge_delay` option (its enum index in mimalloc v2 and v3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells mimalloc never to hand freed memory back to the OS: every HVP
-/// allocates and frees the same large activation and gradient buffers, and
-/// returning them made the kernel zero fresh pages on each call (~10% of an
-/// HVP's time in a profile). The process keeps its peak footprint instead.
-fn keep_freed_memory() {
-    // SAFETY: sets an integer option; called before any threads start.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
+// mimalloc as the global allocator, keeping freed memory (one setup for
+// every binary: see `gensplit_models::mimalloc_allocator!`).
+gensplit_models::mimalloc_allocator!();
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gensplit_models::conv::{backward_raw, forward_raw, ConvGeom};

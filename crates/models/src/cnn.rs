@@ -74,6 +74,7 @@ impl Cnn {
                 stride: s,
                 pad: 1,
             };
+            g.validate()?;
             let wid = layout.push(format!("conv{}.weight", i + 1), &[co, c, 3, 3]);
             let bid = layout.push(format!("conv{}.bias", i + 1), &[co]);
             convs.push((g, wid, bid));
@@ -118,9 +119,9 @@ impl Model for Cnn {
             Inputs::Tokens { .. } => Err(ModelError::Inputs("the CNN takes images, not tokens".into())),
         }
     }
-    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
         let Inputs::Images { pixels } = inputs else {
-            panic!("CNN forward on non-image inputs")
+            return Err(ModelError::Inputs("the CNN takes images, not tokens".into()));
         };
         let mut x = ops.images(pixels, 784);
         for (g, w, b) in &self.convs {
@@ -128,7 +129,7 @@ impl Model for Cnn {
         }
         let x = ops.linear(x, self.fc[0].0, self.fc[0].1);
         let x = ops.relu(x);
-        ops.linear(x, self.fc[1].0, self.fc[1].1)
+        Ok(ops.linear(x, self.fc[1].0, self.fc[1].1))
     }
     fn init<E: Float>(&self, seed: u64) -> Vec<E> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -98,3 +98,54 @@ where
     t.copy_into(&mut v);
     v
 }
+
+/// Moves a gradient buffer out of dfdx's CPU gradient store, leaving it
+/// empty (put it back through [`cpu_vec`]): lets a custom backward op read
+/// one gradient while writing others.
+pub fn take_grad<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> Vec<E> {
+    std::mem::take(cpu_vec::<E>(v))
+}
+
+/// dfdx's CPU storage as the `Vec` it wraps.
+pub fn cpu_vec<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut Vec<E> {
+    v
+}
+
+/// dfdx's CPU gradient storage as a slice (outside any `Cpu: Device<E>`
+/// where-clause, so the associated type normalizes).
+pub fn cpu_slice<E: Float>(v: &mut <Dev as dfdx::tensor::Storage<E>>::Vec) -> &mut [E] {
+    &mut v[..]
+}
+
+/// Installs mimalloc as the global allocator and defines
+/// `fn keep_freed_memory()`, which tells it never to return freed memory to
+/// the OS; the one allocator setup of gensplit's binaries and benches (call
+/// `keep_freed_memory()` first thing in `main`).
+///
+/// Why: glibc's malloc returns the large im2col/activation buffers to the OS
+/// after every call and faults them in again (~30% of an HVP's time in a
+/// profile); mimalloc keeps them. Every HVP allocates and frees the same
+/// large activation and gradient buffers, and returning them made the kernel
+/// zero fresh pages on each call (~10% of an HVP's time), so the process
+/// keeps its peak footprint instead (mimalloc's `purge_delay` option, enum
+/// index 15 in mimalloc v2 and v3, set to −1). Results are unaffected
+/// (allocation never changes arithmetic).
+///
+/// The calling crate must depend on `mimalloc` and `libmimalloc-sys` (with
+/// its `extended` feature); this crate does not.
+#[macro_export]
+macro_rules! mimalloc_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOC: ::mimalloc::MiMalloc = ::mimalloc::MiMalloc;
+
+        /// Tells mimalloc never to hand freed memory back to the OS (see
+        /// `gensplit_models::mimalloc_allocator!`).
+        fn keep_freed_memory() {
+            /// mimalloc's `purge_delay` option (its enum index in mimalloc v2 and v3).
+            const MI_OPTION_PURGE_DELAY: ::libmimalloc_sys::mi_option_t = 15;
+            // SAFETY: sets an integer option; called before any threads start.
+            unsafe { ::libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+        }
+    };
+}

@@ -115,14 +115,16 @@ impl Model for ModMlp {
             )),
         }
     }
-    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
         let Inputs::Tokens { a, b } = inputs else {
-            panic!("MLP forward on non-token inputs")
+            return Err(ModelError::Inputs(
+                "the modular MLP takes token pairs, not images".into(),
+            ));
         };
         let x = ops.embed_pair(self.embed, a, b);
         let x = ops.linear(x, self.fc[0].0, self.fc[0].1);
         let x = ops.relu(x);
-        ops.linear(x, self.fc[1].0, self.fc[1].1)
+        Ok(ops.linear(x, self.fc[1].0, self.fc[1].1))
     }
     fn init<E: Float>(&self, seed: u64) -> Vec<E> {
         use rand_distr_like::normal;

@@ -5,7 +5,7 @@ use crate::{Cnn, Float, ModMlp, ParamLayout};
 use serde::{Deserialize, Serialize};
 
 /// Errors from running a model on user-supplied parameters or data.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
     /// θ does not have the layout's length.
     #[error("parameter vector has {got} entries, the model's layout needs {expected}")]
@@ -42,6 +42,36 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A row range is not within the dataset.
+    #[error("rows {lo}..{hi} are not within a dataset of {len} samples")]
+    Rows {
+        /// First row.
+        lo: usize,
+        /// One past the last row.
+        hi: usize,
+        /// Samples in the dataset.
+        len: usize,
+    },
+    /// A forward pass took the same parameter block twice. dfdx 0.13's
+    /// slice backward assigns instead of accumulating, so the gradient of
+    /// one of the two uses would be lost silently; slice a block once per
+    /// forward and reuse the tensor (`with_empty_tape`) instead.
+    #[error("parameter block `{block}` was taken twice in one forward pass (its gradient would be wrong)")]
+    BlockReused {
+        /// Name of the block.
+        block: String,
+    },
+    /// Training produced NaN or an infinity.
+    #[error("non-finite {quantity} at training step {step}{}", block.as_ref().map(|b| format!(" in parameter block `{b}`")).unwrap_or_default())]
+    NonFinite {
+        /// Optimizer step (cumulative over phases; 0 = before the first step).
+        step: usize,
+        /// What was non-finite: `loss`, `gradient` or `parameters`.
+        quantity: &'static str,
+        /// The first parameter block holding a non-finite entry (`None` for
+        /// the loss).
+        block: Option<String>,
+    },
 }
 
 /// A batch of network inputs.
@@ -63,6 +93,11 @@ pub enum Inputs<'a> {
 
 impl Inputs<'_> {
     /// Selects rows `lo..hi` of the batch.
+    ///
+    /// # Panics
+    /// When `lo > hi` or the batch has fewer than `hi` rows (like slice
+    /// indexing); `Dataset::try_rows` is the checked alternative for owned
+    /// data.
     pub fn rows(&self, lo: usize, hi: usize, features: usize) -> Self {
         match *self {
             Inputs::Images { pixels } => Inputs::Images {
@@ -87,8 +122,11 @@ pub trait Model: Sync {
     fn classes(&self) -> usize;
     /// Validates `inputs` and returns the batch size.
     fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError>;
-    /// Logits `[n, classes]`. Inputs must have passed [`Model::check_inputs`].
-    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act;
+    /// Logits `[n, classes]`. Errors with [`ModelError::Inputs`] when the
+    /// inputs are of the wrong kind for the model (run
+    /// [`Model::check_inputs`] first for the full validation of sizes and
+    /// ranges).
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError>;
     /// Seeded initial parameters (deterministic).
     fn init<E: Float>(&self, seed: u64) -> Vec<E>;
     /// Features per input sample (784 for images, 1 for token pairs).
@@ -123,7 +161,7 @@ impl Model for AnyModel {
             AnyModel::ModMlp(m) => m.check_inputs(inputs),
         }
     }
-    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> O::Act {
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
         match self {
             AnyModel::Cnn(m) => m.forward(ops, inputs),
             AnyModel::ModMlp(m) => m.forward(ops, inputs),

@@ -78,7 +78,55 @@ pub struct Primal<'a, E: Float, T> {
     /// True right after [`Ops::images`]: the next conv's input is data and
     /// needs no gradient (every other op clears it).
     input_pending: bool,
+    blocks: BlockTracker,
     _tape: std::marker::PhantomData<T>,
+}
+
+/// Records which parameter blocks a forward pass has taken, to reject a
+/// forward that takes one block twice.
+///
+/// dfdx 0.13's slice backward *assigns* the slice's gradient into θ's
+/// gradient instead of adding it, so when a forward slices the same block of
+/// θ twice, the gradient of one use is silently lost. [`Primal`] and
+/// `gensplit_hvp::Dual` call [`BlockTracker::take`] for every block they
+/// slice and [`BlockTracker::finish`] after the forward; a block that is
+/// needed twice must be sliced once and its tensor reused
+/// (`with_empty_tape`, as [`Ops::embed_pair`] does).
+#[derive(Debug, Default)]
+pub struct BlockTracker {
+    taken: std::cell::RefCell<Vec<bool>>,
+    reused: std::cell::Cell<Option<BlockId>>,
+}
+
+impl BlockTracker {
+    /// A tracker for `layout`.
+    pub fn new(layout: &ParamLayout) -> Self {
+        Self {
+            taken: std::cell::RefCell::new(vec![false; layout.blocks().len()]),
+            reused: std::cell::Cell::new(None),
+        }
+    }
+    /// Marks block `id` as taken; remembers the first block taken twice.
+    pub fn take(&self, id: BlockId) {
+        let mut taken = self.taken.borrow_mut();
+        let i = id;
+        if i >= taken.len() {
+            taken.resize(i + 1, false);
+        }
+        if std::mem::replace(&mut taken[i], true) && self.reused.get().is_none() {
+            self.reused.set(Some(id));
+        }
+    }
+    /// `Err(`[`ModelError::BlockReused`]`)` naming the first block that was
+    /// taken twice since the tracker was made.
+    pub fn finish(&self, layout: &ParamLayout) -> Result<(), ModelError> {
+        match self.reused.get() {
+            Some(id) => Err(ModelError::BlockReused {
+                block: layout.block(id).name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<'a, E: Float, T: Tape<E, Dev>> Primal<'a, E, T>
@@ -86,26 +134,53 @@ where
     Dev: Device<E>,
 {
     /// Wraps a flat parameter vector (its length must match the layout).
+    ///
+    /// # Panics
+    /// When θ's length differs from the layout's; [`Primal::try_new`] is the
+    /// checked alternative.
     pub fn new(layout: &'a ParamLayout, theta: T1<E>) -> Self {
-        assert_eq!(theta.shape().0, layout.len(), "theta length");
+        match Self::try_new(layout, theta) {
+            Ok(p) => p,
+            Err(e) => panic!("Primal::new: {e}"),
+        }
+    }
+    /// Wraps a flat parameter vector; [`ModelError::ThetaLength`] when its
+    /// length differs from the layout's.
+    pub fn try_new(layout: &'a ParamLayout, theta: T1<E>) -> Result<Self, ModelError> {
+        if theta.shape().0 != layout.len() {
+            return Err(ModelError::ThetaLength {
+                expected: layout.len(),
+                got: theta.shape().0,
+            });
+        }
         let dev = theta.device().clone();
-        Self {
+        Ok(Self {
             dev,
             layout,
             theta,
             input_pending: false,
+            blocks: BlockTracker::new(layout),
             _tape: Default::default(),
-        }
+        })
+    }
+    /// Checks the forward pass run so far: [`ModelError::BlockReused`] when
+    /// it took a parameter block twice (see [`BlockTracker`]).
+    pub fn finish(&self) -> Result<(), ModelError> {
+        self.blocks.finish(self.layout)
     }
     /// The flat θ tensor (its gradient is `grads.get(primal.theta())`).
     pub fn theta(&self) -> &T1<E> {
         &self.theta
     }
-    /// Block `id` as a rank-1 tensor carrying tape `T` back to θ.
+    /// Block `id` as a rank-1 tensor carrying tape `T` back to θ. Taking a
+    /// block twice in one forward makes [`Primal::finish`] fail (see
+    /// [`BlockTracker`]).
     pub fn block(&self, id: BlockId) -> T1<E, T> {
+        self.blocks.take(id);
         param_block(&self.theta, self.layout, id)
     }
     fn block2(&self, id: BlockId) -> T2<E, T> {
+        self.blocks.take(id);
         param_matrix(&self.theta, self.layout, id)
     }
 }
@@ -243,23 +318,41 @@ pub fn check_batch<M: Model + ?Sized, E>(
     Ok(n)
 }
 
+/// Samples whose prediction ([`try_argmax`]) is their label. A row with a
+/// NaN logit has no prediction and counts as wrong.
 fn count_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) -> usize {
     logits
         .chunks(classes)
         .zip(labels)
-        .filter(|(row, &l)| argmax(row) == l as usize)
+        .filter(|(row, &l)| try_argmax(row) == Some(l as usize))
         .count()
 }
 
-/// Index of the largest entry (first one on ties).
-pub fn argmax<E: Float>(row: &[E]) -> usize {
+/// Index of the largest entry (first one on ties), or `None` when the row
+/// is empty or holds a NaN (a NaN logit is no prediction, never class 0).
+pub fn try_argmax<E: Float>(row: &[E]) -> Option<usize> {
+    if row.is_empty() || row.iter().any(|v| v.is_nan()) {
+        return None;
+    }
     let mut best = 0;
     for (i, v) in row.iter().enumerate() {
         if *v > row[best] {
             best = i;
         }
     }
-    best
+    Some(best)
+}
+
+/// Index of the largest entry (first one on ties).
+///
+/// # Panics
+/// When the row is empty or holds a NaN (it has no largest entry);
+/// [`try_argmax`] is the checked alternative.
+pub fn argmax<E: Float>(row: &[E]) -> usize {
+    match try_argmax(row) {
+        Some(i) => i,
+        None => panic!("argmax of an empty row or a row with a NaN"),
+    }
 }
 
 /// Mean cross-entropy and its gradient with respect to the flat θ on one batch.
@@ -275,8 +368,9 @@ where
     check_batch(model, theta, inputs, labels)?;
     let dev = Dev::default();
     let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
-    let mut ops: Primal<E, Taped<E>> = Primal::new(model.layout(), th.clone());
-    let logits = model.forward(&mut ops, inputs);
+    let mut ops: Primal<E, Taped<E>> = Primal::try_new(model.layout(), th.clone())?;
+    let logits = model.forward(&mut ops, inputs)?;
+    ops.finish()?;
     let classes = model.classes();
     let correct = count_correct(&host_vec(&logits), labels, classes);
     let target = one_hot::<E>(&dev, labels, classes);
@@ -309,17 +403,54 @@ where
     model.check_inputs(inputs)?;
     let dev = Dev::default();
     let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
-    let mut ops: Primal<E, NoneTape> = Primal::new(model.layout(), th);
-    Ok(host_vec(&model.forward(&mut ops, inputs)))
+    let mut ops: Primal<E, NoneTape> = Primal::try_new(model.layout(), th)?;
+    let logits = model.forward(&mut ops, inputs)?;
+    ops.finish()?;
+    Ok(host_vec(&logits))
+}
+
+/// Largest entry of a row, in f64 (`−∞` for an empty row).
+fn row_max<E: Float>(row: &[E]) -> f64 {
+    row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()))
+}
+
+/// `log Σᵢ exp(zᵢ)` of one row in f64, shifted by the row's maximum `m` for
+/// stability: `m + log Σᵢ exp(zᵢ − m)`.
+pub fn log_sum_exp<E: Float>(row: &[E]) -> f64 {
+    let m = row_max(row);
+    m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln()
+}
+
+/// `log softmax(z)ᵢ = zᵢ − log Σⱼ exp(zⱼ)` of one row, in f64.
+pub fn log_softmax<E: Float>(row: &[E]) -> Vec<f64> {
+    let lse = log_sum_exp(row);
+    row.iter().map(|v| v.f64() - lse).collect()
+}
+
+/// Row-wise `softmax(z)ᵢ = exp(zᵢ − m) / Σⱼ exp(zⱼ − m)` (`m` the row's
+/// maximum) of `[n, k]` logits, in f64: the one host-side softmax of the
+/// workspace (the taped one is dfdx's).
+pub fn softmax_rows<E: Float>(z: &[E], k: usize) -> Vec<f64> {
+    let mut s = Vec::with_capacity(z.len());
+    for row in z.chunks(k) {
+        let m = row_max(row);
+        let start = s.len();
+        let mut tot = 0.0;
+        for v in row {
+            let e = (v.f64() - m).exp();
+            tot += e;
+            s.push(e);
+        }
+        s[start..].iter_mut().for_each(|e| *e /= tot);
+    }
+    s
 }
 
 /// Mean cross-entropy (nats) and number of correct predictions from logits.
 pub fn ce_and_correct<E: Float>(logits: &[E], labels: &[u32], classes: usize) -> (f64, usize) {
     let mut total = 0.0;
     for (row, &l) in logits.chunks(classes).zip(labels) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
-        let lse = m + row.iter().map(|v| (v.f64() - m).exp()).sum::<f64>().ln();
-        total += lse - row[l as usize].f64();
+        total += log_sum_exp(row) - row[l as usize].f64();
     }
     (
         total / labels.len().max(1) as f64,

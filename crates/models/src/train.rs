@@ -73,14 +73,52 @@ impl Dataset {
         }
     }
     /// Rows `lo..hi` as a borrowed view, with their labels.
+    ///
+    /// # Panics
+    /// When `lo > hi` or `hi > self.len()` (like slice indexing);
+    /// [`Dataset::try_rows`] is the checked alternative.
     pub fn rows(&self, lo: usize, hi: usize) -> (Inputs<'_>, &[u32]) {
+        match self.try_rows(lo, hi) {
+            Ok(r) => r,
+            Err(e) => panic!("Dataset::rows: {e}"),
+        }
+    }
+    /// Rows `lo..hi` as a borrowed view, with their labels;
+    /// [`ModelError::Rows`] when the range is not within the dataset (or the
+    /// inputs are shorter than the labels).
+    pub fn try_rows(&self, lo: usize, hi: usize) -> Result<(Inputs<'_>, &[u32]), ModelError> {
+        let n = self.len();
+        let inputs_ok = match &self.inputs {
+            DataInputs::Images(p) => p.len() >= hi.saturating_mul(784),
+            DataInputs::Tokens { a, b } => a.len() >= hi && b.len() >= hi,
+        };
+        if lo > hi || hi > n || !inputs_ok {
+            return Err(ModelError::Rows { lo, hi, len: n });
+        }
         let f = match &self.inputs {
             DataInputs::Images(_) => 784,
             DataInputs::Tokens { .. } => 1,
         };
-        (self.inputs().rows(lo, hi, f), &self.labels[lo..hi])
+        Ok((self.inputs().rows(lo, hi, f), &self.labels[lo..hi]))
+    }
+    /// The samples at `idx`, in that order; [`ModelError::Rows`] for an
+    /// index past the end.
+    pub fn try_gather(&self, idx: &[usize]) -> Result<Dataset, ModelError> {
+        if let Some(&i) = idx.iter().find(|&&i| i >= self.len()) {
+            return Err(ModelError::Rows {
+                lo: i,
+                hi: i + 1,
+                len: self.len(),
+            });
+        }
+        self.try_rows(0, self.len())?;
+        Ok(self.gather(idx))
     }
     /// The samples at `idx`, in that order.
+    ///
+    /// # Panics
+    /// When an index is out of range; [`Dataset::try_gather`] is the checked
+    /// alternative.
     pub fn gather(&self, idx: &[usize]) -> Dataset {
         let inputs = match &self.inputs {
             DataInputs::Images(p) => {
@@ -298,8 +336,36 @@ pub enum Progress<'a> {
     Point(&'a CurvePoint),
 }
 
+/// [`ModelError::NonFinite`] naming the first block of `model`'s layout
+/// where `values` (θ or a gradient, same layout) holds NaN or an infinity.
+fn check_finite<M: Model + ?Sized>(
+    model: &M,
+    values: &[impl Float],
+    step: usize,
+    quantity: &'static str,
+) -> Result<(), ModelError> {
+    if values.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    let layout = model.layout();
+    let block = layout
+        .blocks()
+        .iter()
+        .find(|b| values.get(b.range()).is_some_and(|s| s.iter().any(|v| !v.is_finite())))
+        .map_or_else(|| "(outside the layout)".to_string(), |b| b.name.clone());
+    Err(ModelError::NonFinite {
+        step,
+        quantity,
+        block: Some(block),
+    })
+}
+
 /// Trains `theta` in place on `data` with AdamW minibatches, evaluating on
 /// `evals` every `eval_every` steps; appends to `log` (so phases chain).
+///
+/// Training stops with [`ModelError::NonFinite`] (naming the step and the
+/// first affected parameter block) as soon as θ, a gradient or a loss is NaN
+/// or infinite; θ may then hold the last (finite or not) update.
 pub fn train<M: Model + ?Sized>(
     model: &M,
     theta: &mut [f32],
@@ -321,6 +387,7 @@ pub fn train<M: Model + ?Sized>(
     } else {
         cfg.batch_size
     };
+    check_finite(model, theta, log.steps, "parameters")?;
     let mut opt = AdamW::new(cfg.optim.clone(), theta.len());
     let mut order: Vec<usize> = (0..n).collect();
     let (mut epoch, mut pos) = (0u64, n); // force a shuffle at the first step
@@ -341,7 +408,17 @@ pub fn train<M: Model + ?Sized>(
             pos += bs;
             loss_and_grad(model, theta, &batch.inputs(), &batch.labels)?
         };
+        let at = log.steps + step;
+        check_finite(model, &g.grad, at, "gradient")?;
+        if !g.loss.is_finite() {
+            return Err(ModelError::NonFinite {
+                step: at,
+                quantity: "loss",
+                block: None,
+            });
+        }
         opt.step_scaled(theta, &g.grad, cfg.schedule.factor(step, cfg.steps));
+        check_finite(model, theta, at, "parameters")?;
         acc_loss += g.loss;
         acc_n += 1;
         progress(Progress::Step {

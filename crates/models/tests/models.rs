@@ -509,9 +509,9 @@ fn fused_conv_relu_matches_conv_then_relu() {
         let th = dev.tensor_from_vec(theta.clone(), (theta.len(),));
         let mut ops: Primal<f64, OwnedTape<f64, Cpu>> = Primal::new(cnn.layout(), th.clone());
         let logits = if fused {
-            cnn.forward(&mut ops, &inputs)
+            cnn.forward(&mut ops, &inputs).unwrap()
         } else {
-            cnn.forward(&mut Unfused(&mut ops), &inputs)
+            cnn.forward(&mut Unfused(&mut ops), &inputs).unwrap()
         };
         let z = logits.as_vec();
         let target = gensplit_models::ops::one_hot::<f64>(&dev, &labels, 10);
@@ -638,4 +638,285 @@ fn cached_dual_conv_matches_uncached() {
             }
         }
     }
+}
+
+/// `Model::forward` on the wrong kind of inputs is a typed error, not a
+/// panic, for both models and through `AnyModel`.
+#[test]
+fn forward_on_the_wrong_input_kind_is_an_error() {
+    let dev = Cpu::default();
+    let cnn = tiny_cnn();
+    let th: Vec<f64> = cnn.init(0);
+    let mut ops: Primal<f64, NoneTape> = Primal::new(cnn.layout(), dev.tensor_from_vec(th.clone(), (th.len(),)));
+    let tokens = Inputs::Tokens { a: &[1], b: &[2] };
+    assert!(matches!(cnn.forward(&mut ops, &tokens), Err(ModelError::Inputs(_))));
+    let any = AnyModel::Cnn(cnn.clone());
+    assert!(matches!(any.forward(&mut ops, &tokens), Err(ModelError::Inputs(_))));
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 5,
+        embed: 2,
+        hidden: 3,
+    })
+    .unwrap();
+    let th: Vec<f64> = mlp.init(0);
+    let mut ops: Primal<f64, NoneTape> = Primal::new(mlp.layout(), dev.tensor_from_vec(th.clone(), (th.len(),)));
+    let px = vec![0.0f32; 784];
+    let e = mlp.forward(&mut ops, &Inputs::Images { pixels: &px }).err();
+    assert!(matches!(e, Some(ModelError::Inputs(_))), "{e:?}");
+    // The checked constructor: θ of the wrong length.
+    let short = dev.tensor_from_vec(th[1..].to_vec(), (th.len() - 1,));
+    assert!(matches!(
+        Primal::<f64, NoneTape>::try_new(mlp.layout(), short),
+        Err(ModelError::ThetaLength { .. })
+    ));
+}
+
+/// A model whose forward takes one parameter block twice: `x W₁ᵀ + b`,
+/// ReLU, then the *same* `W₁`, `b` again (square layer).
+struct TwiceSameBlock {
+    layout: ParamLayout,
+    w: BlockId,
+    b: BlockId,
+    head: (BlockId, BlockId),
+}
+
+impl TwiceSameBlock {
+    fn new() -> Self {
+        let mut layout = ParamLayout::new();
+        let embed = layout.push("embed", &[5, 2]);
+        assert_eq!(embed, 0);
+        let w = layout.push("sq.weight", &[4, 4]);
+        let b = layout.push("sq.bias", &[4]);
+        let hw = layout.push("head.weight", &[5, 4]);
+        let hb = layout.push("head.bias", &[5]);
+        Self {
+            layout,
+            w,
+            b,
+            head: (hw, hb),
+        }
+    }
+}
+
+impl Model for TwiceSameBlock {
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    fn classes(&self) -> usize {
+        5
+    }
+    fn check_inputs(&self, inputs: &Inputs) -> Result<usize, ModelError> {
+        match inputs {
+            Inputs::Tokens { a, .. } => Ok(a.len()),
+            Inputs::Images { .. } => Err(ModelError::Inputs("tokens only".into())),
+        }
+    }
+    fn forward<E: Float, O: Ops<E>>(&self, ops: &mut O, inputs: &Inputs) -> Result<O::Act, ModelError> {
+        let Inputs::Tokens { a, b } = inputs else {
+            return Err(ModelError::Inputs("tokens only".into()));
+        };
+        let x = ops.embed_pair(0, a, b);
+        let x = ops.linear(x, self.w, self.b);
+        let x = ops.relu(x);
+        let x = ops.linear(x, self.w, self.b);
+        Ok(ops.linear(x, self.head.0, self.head.1))
+    }
+    fn init<E: Float>(&self, seed: u64) -> Vec<E> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..self.layout.len())
+            .map(|_| E::of(rng.gen_range(-0.5..0.5)))
+            .collect()
+    }
+    fn input_features(&self) -> usize {
+        1
+    }
+}
+
+/// dfdx 0.13's slice backward assigns instead of accumulating, so a block
+/// taken twice in one forward would get the gradient of one use only: it is
+/// rejected with `ModelError::BlockReused` naming the block (training,
+/// evaluation), while the shared embedding table (one slice, used twice) is
+/// fine.
+#[test]
+fn a_block_used_twice_in_one_forward_is_rejected() {
+    let m = TwiceSameBlock::new();
+    let th: Vec<f64> = m.init(1);
+    let inputs = Inputs::Tokens { a: &[1, 2], b: &[3, 4] };
+    let e = loss_and_grad(&m, &th, &inputs, &[0, 1]).unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::BlockReused {
+            block: "sq.weight".into()
+        }
+    );
+    assert!(e.to_string().contains("sq.weight"), "{e}");
+    assert!(matches!(
+        evaluate_logits(&m, &th, &inputs),
+        Err(ModelError::BlockReused { .. })
+    ));
+    // The modular MLP uses its embedding table for both operands, from one slice.
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 5,
+        embed: 2,
+        hidden: 3,
+    })
+    .unwrap();
+    let th: Vec<f64> = mlp.init(0);
+    assert!(loss_and_grad(&mlp, &th, &inputs, &[4, 1]).is_ok());
+}
+
+/// A NaN logit is no prediction: such a row counts as wrong (also when its
+/// label is class 0, where a naive argmax would say "correct"), and
+/// `try_argmax` returns `None`.
+#[test]
+fn nan_logits_are_never_class_0() {
+    use gensplit_models::ops::try_argmax;
+    let logits = [
+        f64::NAN,
+        1.0,
+        0.0,
+        /* row 2 */ 2.0,
+        1.0,
+        0.0,
+        /* row 3 */ 0.0,
+        f64::NAN,
+        -1.0,
+    ];
+    let (_, correct) = ce_and_correct(&logits, &[0, 0, 0], 3);
+    assert_eq!(correct, 1, "only the finite row 2 is correct");
+    assert_eq!(try_argmax(&logits[..3]), None);
+    assert_eq!(try_argmax(&logits[6..]), None);
+    assert_eq!(try_argmax(&logits[3..6]), Some(0));
+    assert_eq!(try_argmax::<f64>(&[]), None);
+    // A model evaluated at a NaN θ: no sample is correct.
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 5,
+        embed: 2,
+        hidden: 3,
+    })
+    .unwrap();
+    let mut th: Vec<f32> = mlp.init(0);
+    th.iter_mut().for_each(|t| *t = f32::NAN);
+    let data = Dataset {
+        inputs: DataInputs::Tokens {
+            a: vec![0, 1, 2],
+            b: vec![0, 0, 0],
+        },
+        labels: vec![0, 0, 0],
+    };
+    assert_eq!(evaluate(&mlp, &th, &data, 2).unwrap().acc, 0.0);
+}
+
+/// NaN or Inf in training stops it with a typed error naming the step and
+/// the parameter block: a NaN in θ before the first step, and an absurd
+/// learning rate whose first update overflows f32.
+#[test]
+fn training_stops_on_non_finite_values() {
+    let mlp = ModMlp::new(&ModMlpConfig {
+        p: 5,
+        embed: 2,
+        hidden: 3,
+    })
+    .unwrap();
+    let (a, b): (Vec<u32>, Vec<u32>) = (0..25).map(|i| (i / 5, i % 5)).unzip();
+    let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % 5).collect();
+    let data = Dataset {
+        inputs: DataInputs::Tokens { a, b },
+        labels,
+    };
+    let cfg = TrainConfig {
+        steps: 5,
+        batch_size: 0,
+        optim: AdamWConfig::default(),
+        schedule: Schedule::Constant,
+        seed: 0,
+        eval_every: 5,
+        checkpoint_every: 0,
+    };
+    let run = |theta: &mut Vec<f32>, cfg: &TrainConfig| {
+        let mut log = TrainLog {
+            steps: 10,
+            ..Default::default()
+        };
+        train(&mlp, theta, &data, cfg, &[], &mut log, &mut |_| {})
+    };
+    let mut th: Vec<f32> = mlp.init(0);
+    let fc1 = mlp.layout().find("fc1.bias").unwrap().offset;
+    th[fc1 + 1] = f32::NAN;
+    let e = run(&mut th, &cfg).unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::NonFinite {
+            step: 10,
+            quantity: "parameters",
+            block: Some("fc1.bias".into())
+        }
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("step 10") && msg.contains("fc1.bias"), "{msg}");
+
+    let mut th: Vec<f32> = mlp.init(0);
+    let mut wild = cfg.clone();
+    wild.optim.lr = 1e30;
+    let e = run(&mut th, &wild).unwrap_err();
+    match &e {
+        ModelError::NonFinite { step, block, .. } => {
+            assert!((11..=15).contains(step), "{e}");
+            assert!(block.is_some(), "{e}");
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    // A sane run passes.
+    let mut th: Vec<f32> = mlp.init(0);
+    run(&mut th, &cfg).unwrap();
+}
+
+/// Row access has checked alternatives with typed errors, and the conv
+/// geometry validates (including overflow) instead of panicking.
+#[test]
+fn row_access_and_conv_geometry_are_checked() {
+    let data = Dataset {
+        inputs: DataInputs::Tokens {
+            a: vec![0, 1, 2],
+            b: vec![0, 0, 0],
+        },
+        labels: vec![0, 1, 2],
+    };
+    assert!(data.try_rows(1, 3).is_ok());
+    assert_eq!(
+        data.try_rows(2, 4).unwrap_err(),
+        ModelError::Rows { lo: 2, hi: 4, len: 3 }
+    );
+    assert!(data.try_rows(2, 1).is_err());
+    assert!(matches!(data.try_gather(&[0, 3]), Err(ModelError::Rows { .. })));
+    assert_eq!(data.try_gather(&[2, 0]).unwrap().labels, vec![2, 0]);
+    let short = Dataset {
+        inputs: DataInputs::Images(vec![0.0; 784]),
+        labels: vec![0, 1],
+    };
+    assert!(short.try_rows(0, 2).is_err());
+
+    let ok = ConvGeom {
+        c_in: 1,
+        h: 28,
+        w: 28,
+        c_out: 8,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    assert!(ok.validate().is_ok());
+    for bad in [
+        ConvGeom { stride: 0, ..ok },
+        ConvGeom { k: 31, ..ok },
+        ConvGeom { c_in: 0, ..ok },
+        ConvGeom {
+            c_in: usize::MAX / 2,
+            ..ok
+        },
+    ] {
+        let e = bad.validate().unwrap_err();
+        assert!(matches!(e, ModelError::Config { .. }), "{bad:?}: {e}");
+    }
+    assert_eq!(ConvGeom { stride: 0, ..ok }.checked_out_features(), None);
 }

@@ -14,6 +14,7 @@
 //! p_base,c − log p_steered,c)`, in nats.
 
 use crate::SteerError;
+use gensplit_models::ops::log_softmax;
 use gensplit_models::{evaluate, evaluate_logits, Dataset, Eval, Model};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -114,7 +115,9 @@ pub fn symmetric_grid(magnitudes: &[f64]) -> Result<Vec<f64>, SteerError> {
     let mut g: Vec<f64> = magnitudes.iter().map(|a| -a).collect();
     g.push(0.0);
     g.extend_from_slice(magnitudes);
-    g.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    // All finite and nonzero (checked above), so `total_cmp` is the
+    // numeric order.
+    g.sort_by(|a, b| a.total_cmp(b));
     g.dedup();
     Ok(g)
 }
@@ -194,10 +197,4 @@ pub fn kl_from<M: Model + ?Sized>(model: &M, base: &[f32], theta: &[f32], data: 
         });
     }
     Ok(kl.max(0.0))
-}
-
-fn log_softmax(z: &[f32]) -> Vec<f64> {
-    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
-    let lse = m + z.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-    z.iter().map(|&v| v as f64 - lse).collect()
 }

@@ -1,0 +1,200 @@
+//! im2col and col2im: for sample `x: [C, H, W]` and geometry `(k, s, p)`,
+//! `cols[(c·k + u)·k + v, i·Wo + j] = x[c, i·s − p + u, j·s − p + v]` (0
+//! outside the image), so a convolution is the matrix product
+//! `W[O, C·k²] · cols`. col2im is its adjoint: it adds
+//! `dcols[(c·k + u)·k + v, i·Wo + j]` into `dx[c, i·s − p + u, j·s − p + v]`.
+
+use super::geometry::ConvGeom;
+use crate::Float;
+
+/// Per-thread scratch for im2col / col2im of one geometry.
+///
+/// The input of one sample is first copied into a zero-padded buffer
+/// `[C, H+2p, W+2p]` whose border is never written, so every patch row is a
+/// plain strided read with no bounds logic: `cols[(c·k+u)·k+v, i·Wo+j] =
+/// xp[c, i·s+u, j·s+v]`. col2im accumulates into a padded buffer the same
+/// way and adds its interior into `dx`.
+pub(crate) struct Patcher<E> {
+    g: ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    /// Padded input (border zero forever); empty when `pad == 0`.
+    xp: Vec<E>,
+    /// Padded col2im accumulator.
+    dp: Vec<E>,
+}
+
+impl<E: Float> Patcher<E> {
+    pub(crate) fn new(g: &ConvGeom) -> Self {
+        let (ho, wo) = g.out_hw();
+        let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        let xp = if g.pad > 0 {
+            vec![E::zero(); g.c_in * hp * wp]
+        } else {
+            Vec::new()
+        };
+        Self {
+            g: *g,
+            ho,
+            wo,
+            hp,
+            wp,
+            xp,
+            dp: Vec::new(),
+        }
+    }
+
+    /// im2col of one sample `x` (`[C·H·W]`) into the columns
+    /// `off..off + Ho·Wo` of `cols`, a `[C·k·k, ld]` matrix.
+    pub(crate) fn im2col(&mut self, x: &[E], cols: &mut [E], ld: usize, off: usize) {
+        let g = self.g;
+        assert_eq!(x.len(), g.in_features());
+        assert!(off + self.ho * self.wo <= ld && cols.len() >= g.patch() * ld);
+        if g.pad > 0 {
+            for c in 0..g.c_in {
+                for y in 0..g.h {
+                    let dst = (c * self.hp + y + g.pad) * self.wp + g.pad;
+                    self.xp[dst..dst + g.w].copy_from_slice(&x[(c * g.h + y) * g.w..][..g.w]);
+                }
+            }
+        }
+        let src = if g.pad > 0 { &self.xp[..] } else { x };
+        match g.stride {
+            1 => gather_rows::<E, 1>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+            2 => gather_rows::<E, 2>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+            _ => gather_rows::<E, 0>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+        }
+    }
+
+    /// im2col of a chunk of samples `x` (`[m, C·H·W]`) side by side into
+    /// `cols`, a `[C·k·k, m·Ho·Wo]` matrix (sample `s` in columns `s·Ho·Wo..`).
+    pub(crate) fn im2col_chunk(&mut self, x: &[E], cols: &mut [E]) {
+        let (fin, hw) = (self.g.in_features(), self.ho * self.wo);
+        let l = x.len() / fin * hw;
+        for (s, xs) in x.chunks_exact(fin).enumerate() {
+            self.im2col(xs, cols, l, s * hw);
+        }
+    }
+
+    /// col2im of one sample, accumulating: `dx[c, i·s−p+u, j·s−p+v] +=
+    /// dcols[(c·k+u)·k+v, off + i·Wo+j]` with `dcols` a `[C·k·k, ld]` matrix.
+    pub(crate) fn col2im_add(&mut self, dcols: &[E], ld: usize, off: usize, dx: &mut [E]) {
+        let g = self.g;
+        assert_eq!(dx.len(), g.in_features());
+        assert!(off + self.ho * self.wo <= ld && dcols.len() >= g.patch() * ld);
+        let n = g.c_in * self.hp * self.wp;
+        if g.pad == 0 {
+            return self.scatter(dcols, ld, off, dx);
+        }
+        let mut dp = std::mem::take(&mut self.dp);
+        dp.clear();
+        dp.resize(n, E::zero());
+        self.scatter(dcols, ld, off, &mut dp);
+        for c in 0..g.c_in {
+            for y in 0..g.h {
+                let s = (c * self.hp + y + g.pad) * self.wp + g.pad;
+                let d = &mut dx[(c * g.h + y) * g.w..][..g.w];
+                d.iter_mut().zip(&dp[s..s + g.w]).for_each(|(d, &s)| *d += s);
+            }
+        }
+        self.dp = dp;
+    }
+
+    fn scatter(&self, dcols: &[E], ld: usize, off: usize, dst: &mut [E]) {
+        let (g, ho, wo, hp, wp) = (&self.g, self.ho, self.wo, self.hp, self.wp);
+        match g.stride {
+            1 => scatter_rows::<E, 1>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            2 => scatter_rows::<E, 2>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            _ => scatter_rows::<E, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+        }
+    }
+}
+
+/// The stride: the constant `S`, or `g.stride` when `S == 0` (generic).
+#[inline(always)]
+fn stride_of<const S: usize>(g: &ConvGeom) -> usize {
+    if S == 0 {
+        g.stride
+    } else {
+        S
+    }
+}
+
+/// `cols[(c·k+u)·k+v, i·Wo+j] = xp[c, i·s+u, j·s+v]` over a padded
+/// `[C, hp, wp]` input.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather_rows<E: Float, const S: usize>(
+    g: &ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    xp: &[E],
+    cols: &mut [E],
+    ld: usize,
+    off: usize,
+) {
+    let s = stride_of::<S>(g);
+    let (k, hw) = (g.k, ho * wo);
+    let span = (wo - 1) * s + 1;
+    for c in 0..g.c_in {
+        let plane = &xp[c * hp * wp..][..hp * wp];
+        for u in 0..k {
+            for v in 0..k {
+                let row = &mut cols[((c * k + u) * k + v) * ld + off..][..hw];
+                for (i, dst) in row.chunks_exact_mut(wo).enumerate() {
+                    let src = &plane[(i * s + u) * wp + v..][..span];
+                    if s == 1 {
+                        dst.copy_from_slice(src);
+                    } else {
+                        // chunks(s) starts at every s-th element; the last may be short.
+                        for (d, c) in dst.iter_mut().zip(src.chunks(s)) {
+                            *d = c[0];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dp[c, i·s+u, j·s+v] += dcols[(c·k+u)·k+v, i·Wo+j]` over a padded
+/// `[C, hp, wp]` accumulator.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scatter_rows<E: Float, const S: usize>(
+    g: &ConvGeom,
+    ho: usize,
+    wo: usize,
+    hp: usize,
+    wp: usize,
+    dcols: &[E],
+    ld: usize,
+    off: usize,
+    dp: &mut [E],
+) {
+    let s = stride_of::<S>(g);
+    let (k, hw) = (g.k, ho * wo);
+    let span = (wo - 1) * s + 1;
+    for c in 0..g.c_in {
+        let plane = &mut dp[c * hp * wp..][..hp * wp];
+        for u in 0..k {
+            for v in 0..k {
+                let row = &dcols[((c * k + u) * k + v) * ld + off..][..hw];
+                for (i, src) in row.chunks_exact(wo).enumerate() {
+                    let dst = &mut plane[(i * s + u) * wp + v..][..span];
+                    if s == 1 {
+                        dst.iter_mut().zip(src).for_each(|(d, &x)| *d += x);
+                    } else {
+                        for (c, &x) in dst.chunks_mut(s).zip(src) {
+                            c[0] += x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
