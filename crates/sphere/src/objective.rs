@@ -165,7 +165,7 @@ impl<M: Model + ?Sized> Objective for ModelObjective<'_, M> {
             gensplit_models::ops::check_batch(self.model, theta, &inputs, labels)?;
             let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
             let mut ops: Primal<f64, Taped<f64>> = Primal::new(self.model.layout(), th.clone());
-            let logits = self.model.forward(&mut ops, &inputs);
+            let logits = self.model.forward(&mut ops, &inputs)?;
             let z = host_vec(&logits);
             let (l, mut gz) = self.loss.value_grad(&z, labels, classes);
             // chunk means → full mean
