@@ -9,10 +9,10 @@
 //! the label-free order parameter (the participation ratio of `c` unless
 //! the caller supplies another) is scanned along every start's path
 //! ([`detect_transition`]: its first jump past the threshold); among the
-//! starts that show one, the one with the lowest objective just before its
-//! jump gives the break, taken at that radius: the last point before the
-//! damage spilled over (for a rise) or the first concentrated point (for a
-//! drop). Enumeration stops
+//! starts that show one, the one that stayed concentrated up to the largest
+//! radius gives the break (see [`best_transition`]), taken at the last
+//! point before the damage spilled over (for a rise) or the first
+//! concentrated point (for a drop). Enumeration stops
 //! when no start shows a transition, or after `max_modules` rounds.
 
 use crate::order::{detect_transition, Transition};
@@ -78,9 +78,11 @@ pub struct Enumeration {
 pub type OrderFn<'a> = dyn Fn(&RadiusPoint) -> f64 + 'a;
 
 /// The transition that gives a round's break: among the starts whose
-/// order parameter jumps past `threshold`, the one with the lowest
-/// objective at the break point (the radius just before a rise, or the
-/// radius of a drop). Returns (start, break index, transition).
+/// order parameter jumps past `threshold`, the one whose break point (the
+/// radius just before a rise, or the radius of a drop) is the largest
+/// radius — the most damage that stayed concentrated — and, among equal
+/// radii, the lowest objective there. Returns (start, break index,
+/// transition).
 pub fn best_transition(paths: &[StartPath], order: &OrderFn, threshold: f64) -> Option<(usize, usize, Transition)> {
     paths
         .iter()
@@ -89,11 +91,11 @@ pub fn best_transition(paths: &[StartPath], order: &OrderFn, threshold: f64) -> 
             let ord: Vec<f64> = p.points.iter().map(order).collect();
             detect_transition(&radii, &ord, threshold).map(|t| {
                 let i = if t.change > 0.0 { t.index - 1 } else { t.index };
-                (p.start, i, t, p.points[i].objective)
+                (p.start, i, t, p.points[i].radius, p.points[i].objective)
             })
         })
-        .min_by(|a, b| a.3.total_cmp(&b.3).then(a.0.cmp(&b.0)))
-        .map(|(s, i, t, _)| (s, i, t))
+        .min_by(|a, b| b.3.total_cmp(&a.3).then(a.4.total_cmp(&b.4)).then(a.0.cmp(&b.0)))
+        .map(|(s, i, t, _, _)| (s, i, t))
 }
 
 /// Enumerates breaks by deflation (module docs). `order` defaults to the
