@@ -129,6 +129,10 @@ impl Store {
         std::fs::create_dir_all(dir).with_context(|| format!("creating artifact directory {}", dir.display()))?;
         Ok(Self { dir: dir.to_path_buf() })
     }
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
     /// Path of a stage's artifact with `key`.
     pub fn path(&self, stage: &str, key: &Key) -> PathBuf {
         self.dir.join(format!("{stage}-{}.bin", &key.hex()[..16]))

@@ -131,7 +131,7 @@ where
         cached_batches = op.cached_batches(),
         cache_mb = op.cache_bytes() as f64 / 1e6,
         "top eigenvalues {:?}",
-        eig.values.iter().take(5).map(|v| format!("{v:.4}")).collect::<Vec<_>>()
+        eig.values.iter().take(5).map(|v| format!("{v:.3e}")).collect::<Vec<_>>()
     );
     // Free the operator's primal cache before SLQ records its own.
     drop(op);

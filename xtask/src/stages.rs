@@ -677,6 +677,11 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     let build_s = t0.elapsed().as_secs_f64();
     let fp: BTreeMap<String, String> = summary.fingerprints.iter().cloned().collect();
     ctx.keys = keys(&plan(cfg, &fp)?, &ctx.code)?;
+    tracing::info!(
+        "{} stages; artifacts in {} (a stage whose artifact is there is not recomputed)",
+        ctx.keys.len(),
+        ctx.store.dir().display()
+    );
     let (_, data) = ctx.stage("data", || Ok(summary))?;
     if let Some(r) = ctx.runs.last_mut() {
         // the images are rebuilt in memory on every run (only their
