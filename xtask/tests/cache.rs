@@ -18,7 +18,12 @@ type Payload = Vec<(String, Vec<f64>)>;
 
 fn payload() -> Payload {
     (0..4)
-        .map(|i| (format!("block{i}"), (0..50).map(|j| (i * 50 + j) as f64 * 0.37).collect()))
+        .map(|i| {
+            (
+                format!("block{i}"),
+                (0..50).map(|j| (i * 50 + j) as f64 * 0.37).collect(),
+            )
+        })
         .collect()
 }
 
