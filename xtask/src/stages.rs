@@ -673,6 +673,7 @@ pub struct Outputs {
 pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result<Outputs> {
     // The digit source enters keys through the data fingerprints, never by path.
     let t0 = Instant::now();
+    tracing::info!("building the image datasets from {}", digits.dir.display());
     let images = build_images(digits, &cfg.data)
         .with_context(|| format!("building image datasets from {}", digits.dir.display()))?;
     let summary = summarize(&images);

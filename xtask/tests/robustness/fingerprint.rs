@@ -99,7 +99,7 @@ fn editing_a_file_changes_exactly_its_stage_and_dependents() {
         ("crates/hvp/tests", BTreeSet::new()),
         ("crates/models/benches", BTreeSet::new()),
         ("xtask/src/report.rs", BTreeSet::new()),
-        ("xtask/tests/fingerprint.rs", BTreeSet::new()),
+        ("xtask/tests/robustness/fingerprint.rs", BTreeSet::new()),
         ("crates/sphere/src/lib.rs", BTreeSet::new()),
     ];
     for (path, expected) in cases {
