@@ -106,7 +106,10 @@ fn readme_links_every_doc_and_every_link_resolves() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for e in std::fs::read_dir(root().join("docs")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(readme.contains(&format!("(docs/{name}")), "README does not link docs/{name}");
+        assert!(
+            readme.contains(&format!("(docs/{name}")),
+            "README does not link docs/{name}"
+        );
     }
     for part in readme.split("](").skip(1) {
         let target = part.split([')', '#']).next().unwrap();
@@ -126,10 +129,16 @@ fn docs_claims_match_the_config_and_the_tests() {
         "docs/performance.md states another batch size than the config's {batch}"
     );
     // the primal cache is tested to 1e-13, not bit for bit
-    assert!(!perf.contains("bit for bit"), "docs/performance.md claims bit-for-bit agreement");
+    assert!(
+        !perf.contains("bit for bit"),
+        "docs/performance.md claims bit-for-bit agreement"
+    );
     assert!(perf.contains("at most 1e-13"));
     let hvp_tests = std::fs::read_to_string(root().join("crates/hvp/tests/hvp.rs")).unwrap();
-    assert!(hvp_tests.contains("err <= 1e-13"), "update docs/performance.md with the tolerance the test asserts");
+    assert!(
+        hvp_tests.contains("err <= 1e-13"),
+        "update docs/performance.md with the tolerance the test asserts"
+    );
     // the README says what exists and what is planned, and where numbers
     // are quoted, that they depend on the CPU
     let readme = flat("README.md");
