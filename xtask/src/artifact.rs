@@ -38,12 +38,27 @@ impl Key {
     }
     /// Key of a stage run: hash of the canonical description.
     pub fn of<C: Serialize>(stage: &str, version: u32, config: &C, inputs: &[Key]) -> Result<Key> {
-        let desc = serde_json::json!({
+        Self::with_code(stage, version, None, config, inputs)
+    }
+    /// Key of a stage run whose description also holds the fingerprints of
+    /// the code that computes it (component name → SHA-256 hex, see
+    /// [`crate::fingerprint`]).
+    pub fn with_code<C: Serialize>(
+        stage: &str,
+        version: u32,
+        code: Option<&std::collections::BTreeMap<String, String>>,
+        config: &C,
+        inputs: &[Key],
+    ) -> Result<Key> {
+        let mut desc = serde_json::json!({
             "stage": stage,
             "stage_version": version,
             "config": serde_json::to_value(config)?,
             "inputs": inputs.iter().map(Key::hex).collect::<Vec<_>>(),
         });
+        if let Some(code) = code {
+            desc["code"] = serde_json::to_value(code)?;
+        }
         // serde_json::Value maps are sorted (BTreeMap): canonical text.
         let text = serde_json::to_string(&desc)?;
         Ok(Key(Sha256::digest(text.as_bytes()).into()))
@@ -53,6 +68,16 @@ impl Key {
 /// Why a cached artifact could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// The file exists (or may exist) but reading it failed for a reason
+    /// other than its absence: permission denied, an I/O error, a directory
+    /// in its place. Not a cache miss: the caller stops with this error.
+    #[error("{path}: cannot read cached artifact: {source} (fix its permissions or delete it)")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The file is shorter than its header or declared payload.
     #[error("{path}: truncated ({len} bytes)")]
     Truncated {
@@ -104,16 +129,24 @@ impl Store {
         std::fs::create_dir_all(dir).with_context(|| format!("creating artifact directory {}", dir.display()))?;
         Ok(Self { dir: dir.to_path_buf() })
     }
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
     /// Path of a stage's artifact with `key`.
     pub fn path(&self, stage: &str, key: &Key) -> PathBuf {
         self.dir.join(format!("{stage}-{}.bin", &key.hex()[..16]))
     }
     /// Loads an artifact: `Ok(None)` when absent, `Err` when present but
-    /// unusable (the caller reports it and recomputes).
+    /// unusable: [`ArtifactError::Io`] when it cannot be read (the caller
+    /// stops), any other variant when it is corrupt (the caller reports it
+    /// and recomputes).
     pub fn load<T: DeserializeOwned>(&self, stage: &str, key: &Key) -> Result<Option<T>, ArtifactError> {
         let path = self.path(stage, key);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return Ok(None);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ArtifactError::Io { path, source }),
         };
         decode(&bytes, key, &path).map(Some)
     }
@@ -158,8 +191,24 @@ pub fn encode<T: Serialize>(key: &Key, value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Parses and verifies the container format.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key, path: &Path) -> Result<T, ArtifactError> {
+/// Verifies a file's container (header, length, payload checksum) without
+/// decoding the payload; returns the key stored in it.
+pub fn verify_file(path: &Path) -> Result<Key, ArtifactError> {
+    let bytes = std::fs::read(path).map_err(|source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut stored = [0u8; 32];
+    if let Some(k) = bytes.get(12..44) {
+        stored.copy_from_slice(k);
+    }
+    let key = Key(stored);
+    check(&bytes, &key, path)?;
+    Ok(key)
+}
+
+/// Checks the container format; returns the payload.
+fn check<'a>(bytes: &'a [u8], key: &Key, path: &Path) -> Result<&'a [u8], ArtifactError> {
     let path = path.to_path_buf();
     if bytes.len() < HEADER {
         return Err(ArtifactError::Truncated { path, len: bytes.len() });
@@ -176,16 +225,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key, path: &Path) -> Resu
             found: Key(found).hex(),
         });
     }
-    let len = u64::from_le_bytes(bytes[44..52].try_into().expect("8 bytes")) as usize;
-    if bytes.len() - HEADER != len {
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[44..52]);
+    if (bytes.len() - HEADER) as u64 != u64::from_le_bytes(len) {
         return Err(ArtifactError::Truncated { path, len: bytes.len() });
     }
     let payload = &bytes[HEADER..];
     if Sha256::digest(payload).as_slice() != &bytes[52..84] {
         return Err(ArtifactError::Checksum { path });
     }
+    Ok(payload)
+}
+
+/// Parses and verifies the container format.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key, path: &Path) -> Result<T, ArtifactError> {
+    let payload = check(bytes, key, path)?;
     bincode::deserialize(payload).map_err(|e| ArtifactError::Decode {
-        path,
+        path: path.to_path_buf(),
         reason: e.to_string(),
     })
 }

@@ -139,7 +139,7 @@ where
         cached_batches = op.cached_batches(),
         cache_mb = op.cache_bytes() as f64 / 1e6,
         "top eigenvalues {:?}",
-        eig.values.iter().take(5).map(|v| format!("{v:.4}")).collect::<Vec<_>>()
+        eig.values.iter().take(5).map(|v| format!("{v:.3e}")).collect::<Vec<_>>()
     );
     if !eig.converged {
         tracing::warn!(

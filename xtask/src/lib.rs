@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod blocks;
 pub mod config;
 pub mod export;
+pub mod fingerprint;
 pub mod hessian;
 pub mod report;
 pub mod sphere;
@@ -15,6 +16,10 @@ pub mod sphere_report;
 pub mod stages;
 pub mod steer;
 pub mod steer_report;
+
+/// Code fingerprints (component, SHA-256 hex) of the source this crate was
+/// built from: see [`fingerprint`]. They enter every stage's artifact key.
+pub const CODE_FINGERPRINTS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/fingerprints.rs"));
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -109,11 +114,7 @@ pub fn run_stages(
     digits: &stages::DigitSource,
 ) -> Result<(stages::Outputs, Vec<stages::StageRun>)> {
     let store = artifact::Store::open(&out.join("artifacts"))?;
-    let mut ctx = stages::Ctx {
-        store,
-        force,
-        runs: Vec::new(),
-    };
+    let mut ctx = stages::Ctx::new(store, force, cfg.quick);
     let outputs = stages::run_all(&mut ctx, cfg, digits)?;
     Ok((outputs, ctx.runs))
 }

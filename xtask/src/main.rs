@@ -125,6 +125,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .init();
     let mut strict = false;
     let (export, args, req) = match Cli::parse().cmd {
@@ -170,6 +171,13 @@ fn main() -> Result<()> {
         xtask::reproduce(&cfg, &out, args.force, &digits)?;
     }
     Ok(())
+}
+
+/// Colour codes in the log only on a terminal, and never under `NO_COLOR`
+/// (any non-empty value, see no-color.org): logs written to a file or a
+/// pipe stay plain text.
+fn colour_logs() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The preset (quick or full) with the overrides of `file`, if any.

@@ -1,6 +1,6 @@
 //! `report/`: the Markdown report, its figures and `summary.json`.
 //!
-//! `summary.json` schema (documented in the README too):
+//! `summary.json` schema (documented in docs/pipeline.md too):
 //! `config.quick` (bool); `config.effective` (the whole [`crate::config::ReproConfig`]
 //! the run used, preset plus `--config` overrides); `cnn_mixed_only.acc.{mixed,digits,patterns}` and
 //! `cnn_pretrained.acc.{mixed,digits,patterns}` (held-out fractions in

@@ -70,8 +70,9 @@ fn ci_runs_the_readme_test_command() {
 }
 
 #[test]
-fn readme_documents_the_summary_schema_and_every_crate() {
+fn docs_document_the_summary_schema_and_readme_every_crate() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let pipeline = std::fs::read_to_string(root().join("docs/pipeline.md")).unwrap();
     for field in [
         "config.quick",
         "cnn_mixed_only.acc",
@@ -86,8 +87,8 @@ fn readme_documents_the_summary_schema_and_every_crate() {
         "hessian.<set>.converged",
     ] {
         assert!(
-            readme.contains(field),
-            "README does not document summary field `{field}`"
+            pipeline.contains(field),
+            "docs/pipeline.md does not document summary field `{field}`"
         );
     }
     for e in std::fs::read_dir(root().join("crates")).unwrap() {
@@ -97,6 +98,71 @@ fn readme_documents_the_summary_schema_and_every_crate() {
             "README layout does not list crates/{name}"
         );
     }
+}
+
+/// Text with every run of whitespace collapsed to one space.
+fn flat(path: &str) -> String {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn readme_links_every_doc_and_every_link_resolves() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for e in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("(docs/{name}")),
+            "README does not link docs/{name}"
+        );
+    }
+    for part in readme.split("](").skip(1) {
+        let target = part.split([')', '#']).next().unwrap();
+        if !target.starts_with("http") && !target.is_empty() {
+            assert!(root().join(target).exists(), "README links to missing {target}");
+        }
+    }
+}
+
+#[test]
+fn docs_claims_match_the_config_and_the_tests() {
+    let perf = flat("docs/performance.md");
+    // the Hessian stages' batch size as configured
+    let batch = xtask::config::ReproConfig::full().hessian_images.batch_size;
+    assert!(
+        perf.contains(&format!("the stages themselves use batches of {batch}")),
+        "docs/performance.md states another batch size than the config's {batch}"
+    );
+    // the primal cache is tested to 1e-13, not bit for bit
+    assert!(
+        !perf.contains("bit for bit"),
+        "docs/performance.md claims bit-for-bit agreement"
+    );
+    assert!(perf.contains("at most 1e-13"));
+    let hvp_tests = std::fs::read_to_string(root().join("crates/hvp/tests/hvp.rs")).unwrap();
+    assert!(
+        hvp_tests.contains("err <= 1e-13"),
+        "update docs/performance.md with the tolerance the test asserts"
+    );
+    // the README says what exists and what is planned, and where numbers
+    // are quoted, that they depend on the CPU
+    let readme = flat("README.md");
+    assert!(readme.contains("The unsupervised sphere search (`crates/sphere`"));
+    assert!(readme.contains("**in progress**"));
+    assert!(readme.contains("Reruns on one machine are bit-identical"));
+    assert!(flat("docs/results.md").contains("without AVX-512"));
+}
+
+#[test]
+fn cargo_metadata_has_no_placeholders() {
+    let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(!ws.contains("example.invalid"), "placeholder repository URL");
+    for krate in ["xtask/Cargo.toml", "crates/sphere/Cargo.toml"] {
+        let text = std::fs::read_to_string(root().join(krate)).unwrap();
+        assert!(text.contains("publish = false"), "{krate} must not be publishable");
+    }
+    let alias = std::fs::read_to_string(root().join(".cargo/config.toml")).unwrap();
+    assert!(!alias.contains("--quiet"), "the xtask alias hides the first build");
 }
 
 #[test]

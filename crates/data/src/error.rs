@@ -29,11 +29,24 @@ pub enum DataError {
         reason: String,
     },
 
-    /// The (decompressed) file is larger than the loader accepts.
-    #[error("{}: decompressed size exceeds the limit of {limit} bytes", .path.display())]
+    /// The file (after decompression, for gzip) is larger than the loader
+    /// accepts.
+    #[error("{}: file (decompressed) exceeds the limit of {limit} bytes", .path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// The IDX header declares more data than the loader accepts (checked
+    /// before anything of that size is read or allocated).
+    #[error("{}: IDX header declares {declared} bytes, more than the limit of {limit}", .path.display())]
+    DeclaredTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header implies (header included; saturated at `u64::MAX`).
+        declared: u64,
         /// The limit in bytes.
         limit: u64,
     },

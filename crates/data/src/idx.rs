@@ -14,7 +14,10 @@
 //! declares more data than the file holds gives [`DataError::Truncated`], one
 //! that declares less gives [`DataError::CountMismatch`] (trailing data is
 //! rejected, since it almost always means a wrong or concatenated file).
-//! Decompression is capped at [`MAX_DECOMPRESSED`] bytes.
+//! Every file is capped at [`MAX_DECOMPRESSED`] bytes: a raw file larger
+//! than that gives [`DataError::TooLarge`] before it is read, a gzip file
+//! that decompresses to more gives the same error without decompressing the
+//! rest, and a header that declares more gives [`DataError::DeclaredTooLarge`].
 
 use std::io::Read;
 use std::path::Path;
@@ -25,8 +28,10 @@ use crate::DataError;
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX labels file (unsigned bytes, 1 dimension).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
-/// Largest decompressed file [`decode`] accepts: 1 GiB (MNIST train images
-/// are 47 MB), so a gzip bomb yields [`DataError::TooLarge`], not an OOM.
+/// Largest IDX file (raw, or gzip after decompression) the reader accepts,
+/// and the largest size a header may declare: 1 GiB (MNIST train images are
+/// 47 MB), so a gzip bomb, a huge file or a lying header yields a typed
+/// error, not an OOM.
 pub const MAX_DECOMPRESSED: u64 = 1 << 30;
 
 /// The contents of an IDX images file.
@@ -71,6 +76,13 @@ fn check_body(
     what: &'static str,
 ) -> Result<(), DataError> {
     let need = header_len as u128 + items as u128 * item_size as u128;
+    if need > MAX_DECOMPRESSED as u128 {
+        return Err(DataError::DeclaredTooLarge {
+            path: path.to_path_buf(),
+            declared: u64::try_from(need).unwrap_or(u64::MAX),
+            limit: MAX_DECOMPRESSED,
+        });
+    }
     let have = bytes.len() as u128;
     if have < need {
         return Err(DataError::Truncated {
@@ -161,11 +173,37 @@ pub fn decode(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Reads a file and gunzips it if it is gzip (detected by the `1f 8b` header).
+/// A file larger than [`MAX_DECOMPRESSED`] gives [`DataError::TooLarge`]
+/// without being read.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    read_file_capped(path, MAX_DECOMPRESSED)
+}
+
+/// [`read_file`] with a smaller cap on the file's size (bytes on disk; the
+/// decompressed size stays capped at [`MAX_DECOMPRESSED`]).
+pub fn read_file_capped(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let limit = limit.min(MAX_DECOMPRESSED);
+    if file.metadata().map_err(io)?.len() > limit {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::new();
+    // read at most one byte past the cap: a file that grows while it is
+    // read is caught as well as one that is too large from the start
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
     decode(bytes, path)
 }
 
@@ -266,10 +304,36 @@ mod tests {
         enc[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
         enc[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
         let e = parse_images(&enc, p()).unwrap_err();
-        assert!(matches!(e, DataError::Truncated { expected: u64::MAX, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                DataError::DeclaredTooLarge {
+                    limit: MAX_DECOMPRESSED,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut lab = encode_labels(&[1]);
         lab[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(parse_labels(&lab, p()), Err(DataError::Truncated { .. })));
+        assert!(matches!(
+            parse_labels(&lab, p()),
+            Err(DataError::DeclaredTooLarge { .. })
+        ));
+        // just under the cap: a plain truncation, just over: the cap
+        let side = 1u32 << 10; // 2^10 x 2^10 images
+        let mut enc = encode_images(1, 1, 1, &[0]);
+        enc[8..12].copy_from_slice(&side.to_be_bytes());
+        enc[12..16].copy_from_slice(&side.to_be_bytes());
+        let under = (((MAX_DECOMPRESSED - 16) / (1 << 20)) as u32).to_be_bytes();
+        enc[4..8].copy_from_slice(&under);
+        assert!(matches!(parse_images(&enc, p()), Err(DataError::Truncated { .. })));
+        enc[4..8].copy_from_slice(&1025u32.to_be_bytes());
+        let e = parse_images(&enc, p()).unwrap_err();
+        assert!(
+            e.to_string().contains("test.idx") && e.to_string().contains("limit"),
+            "{e}"
+        );
     }
 
     #[test]

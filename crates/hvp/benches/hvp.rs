@@ -55,8 +55,8 @@ where
     group.finish();
 }
 
-/// The streaming operator as the `hessian` stage uses it, 2048 samples in
-/// batches of 256, f64 (batches run two side by side): one product (with the
+/// The streaming operator on the `hessian` stages' 2048 samples, f64, in
+/// batches of 256 (the stages use 512; batches run two side by side): one product (with the
 /// primal cache, and without), and the loss and gradient through the same
 /// batching.
 fn bench_operator(c: &mut Criterion) {

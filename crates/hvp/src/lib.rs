@@ -69,7 +69,7 @@
 //! For the reference CNN, one cold product ([`curvature_vector`]) measured
 //! 1.8–2.2 gradients (the tangent branch repeats layer work of the forward
 //! and backward passes), and an operator product from the cache 1.4–1.7
-//! (README, Performance).
+//! (docs/performance.md).
 //!
 //! ## Modules
 //!
