@@ -26,6 +26,50 @@
 //! ground truth (for modular addition, the Fourier frequencies) is the
 //! caller's business (`xtask`'s `sphere_*` stages).
 //!
+//! ## What works on modular addition, and why the rest fails
+//!
+//! The test bed is the modular-addition MLP (`(a + b) mod 59`, embedding 16,
+//! 128 hidden units), whose modules are known: each key Fourier frequency of
+//! the embedding, with the hidden units that read it, is one parallel
+//! module. Removing one frequency from the logits keeps the training
+//! accuracy at 100% and raises the training loss from about 2e-6 to between
+//! 5e-5 and 3e-2 (the report's excluded losses): the modules are redundant
+//! votes, which is what a sphere search needs. What the `sphere_modadd`
+//! stages measured (full table in the report):
+//!
+//! * **Eigen-spaces fail** (top-20 Hessian or Gauss–Newton eigenvectors, at
+//!   the saturated minimum or right after grokking, with the CE, a tempered
+//!   CE, a margin loss, the loss minus its quadratic model, a later slice,
+//!   the gradient's complement): no single break. The move that deletes a
+//!   module is not in those spans. At a saturated minimum the curvature is
+//!   that of the hardest examples' margins, and the top function-space
+//!   directions change the logits at a module's output frequency through
+//!   terms that depend on a or b alone ("sensitivity, not content"): a
+//!   probe here found the top-30 Gauss–Newton span holds only 0.1–0.3% of
+//!   the norm of each module-deleting direction. On a sphere in such a span
+//!   the cheapest moves trade margin between examples, and every frequency
+//!   decays together or not at all.
+//! * **Hidden-unit shrink fails**: with one coordinate per unit (incoming,
+//!   bias, outgoing weights; box `[0, 1]`), the loss is about linear in each
+//!   unit's damage at a saturated minimum, so the search deletes the least
+//!   useful units of every module and no module is singled out.
+//! * **Embedding-component shrink works** (`Coords::block_components` on
+//!   the embedding, the components that hold 90% of its energy, box
+//!   `[0, 1]`, warm starts): the principal components of the token
+//!   embedding are (mixtures of) Fourier modes, about two per module, found
+//!   without knowing that tokens form a cycle. The search spends its whole
+//!   budget on ONE module from the smallest radius on (deleting part of a
+//!   module costs margin only through that module's vote), deletes it by
+//!   `r ≈ √2`, and only then must spill damage into the others: the order
+//!   parameter (how many hidden units the change touches) jumps right after
+//!   the break, which is the label-free transition. Two details matter. The
+//!   90% energy cut: with the small noise components included, the search
+//!   first deletes them for free and, at the larger radius that follows,
+//!   a uniform shrink of every module is about as cheap as deleting one
+//!   (a probe here: all five frequencies at ~60% survival). And warm starts:
+//!   with a fresh random start at every radius the search lands in the
+//!   uniform-shrink basin more often.
+//!
 //! ## Example: three planted redundant modules
 //!
 //! A lookup network for `(a + b) mod 3` with three complete copies of the
