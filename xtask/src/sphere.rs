@@ -502,6 +502,9 @@ impl Truth {
     }
 }
 
+/// Eigenvalues and eigenvectors of one curvature matrix.
+type Eigs = (Vec<f64>, Vec<Vec<f64>>);
+
 /// The order parameter (module docs) for the modular MLP.
 fn unit_change_pr(model: &gensplit_models::AnyModel, th0: &[f64], th: &[f64], a: &[u32], b: &[u32]) -> f64 {
     let gensplit_models::AnyModel::ModMlp(m) = model else {
@@ -607,7 +610,7 @@ pub fn run(
         anyhow::bail!("modadd training data are not token pairs");
     };
     let ce = ModelObjective::new(model, &train, LogitLoss::CE, 0)?;
-    let mut eig_cache: Vec<((Checkpoint, bool), (Vec<f64>, Vec<Vec<f64>>))> = Vec::new();
+    let mut eig_cache: Vec<((Checkpoint, bool), Eigs)> = Vec::new();
     let mut runs = Vec::new();
     let pb = crate::stages::bar(cfg.formulations.len(), &format!("sphere {label}"));
     for (fi, form) in cfg.formulations.iter().enumerate() {

@@ -274,7 +274,7 @@ fn changing_p_recomputes_only_the_modadd_stages_and_exports_safetensors() {
     let cfg = apply(&base, "modadd.data.p = 11\nmodadd.model.p = 11\n").unwrap();
     assert_eq!((cfg.modadd.data.p, cfg.modadd.model.p), (11, 11));
     let runs3 = xtask::reproduce(&cfg, &dir, false, &mnist()).unwrap();
-    assert_eq!(recomputed(&runs3), ["train_modadd", "hessian_modadd"]);
+    assert_eq!(recomputed(&runs3), ["train_modadd", "hessian_modadd", "sphere_modadd"]);
     for (a, b) in runs.iter().zip(&runs3) {
         assert_eq!(a.stage, b.stage);
         assert_eq!(a.key == b.key, b.cached, "{}", a.stage);
