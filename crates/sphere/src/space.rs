@@ -9,7 +9,7 @@
 //!   Gauss–Newton spectrum): `‖δ‖ = ‖c‖`, `r` in units of θ.
 //! * [`Coords::whitened`]: columns `uᵢ / √λᵢ` of an eigen-slice: the
 //!   quadratic model of the loss increase is `‖c‖²/2` in every direction,
-//!   so only higher-order terms pick the direction (DESIGN §6 reading).
+//!   so only higher-order terms pick the direction.
 //! * [`Coords::shrink`]: one column per parameter group `G`, equal to
 //!   `−θ|_G` (the group's own weights, negated). `cᵢ = 1` deletes group i,
 //!   `cᵢ ∈ [0, 1]` shrinks it; the sphere radius counts "deleted groups"
