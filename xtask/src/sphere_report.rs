@@ -247,7 +247,7 @@ pub fn markdown(
         )?;
         writeln!(
             md,
-            "| formulation | step | loss at θ* | starts | single breaks | frequencies | transition radius | flagged ±1 step | evaluations |\n| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+            "| formulation | step | loss at θ* | starts | single breaks | frequencies | transition radius | flagged ±1 step | evaluation budget |\n| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
         )?;
         for f in &r.formulations {
             writeln!(
