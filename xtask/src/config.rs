@@ -128,6 +128,19 @@ pub struct ReproConfig {
     pub sphere: crate::sphere::SphereConfig,
 }
 
+/// The second modular-addition network: `m` with init seed 40 and batch
+/// seed 50 (other key frequencies, same recipe).
+fn second_modadd(m: &ModAddRecipe) -> ModAddRecipe {
+    ModAddRecipe {
+        init_seed: 40,
+        train: TrainConfig {
+            seed: 50,
+            ..m.train.clone()
+        },
+        ..m.clone()
+    }
+}
+
 fn phase(data: TrainSet, steps: usize, batch: usize, lr: f64, seed: u64, eval_every: usize) -> Phase {
     Phase {
         data,
@@ -282,14 +295,7 @@ impl ReproConfig {
             },
             steer_mixed_only: steer.clone(),
             steer,
-            modadd_seed2: ModAddRecipe {
-                init_seed: 40,
-                train: TrainConfig {
-                    seed: 50,
-                    ..modadd.train.clone()
-                },
-                ..modadd.clone()
-            },
+            modadd_seed2: second_modadd(&modadd),
             modadd,
             sphere: crate::sphere::SphereConfig::full(),
         }
@@ -351,14 +357,7 @@ impl ReproConfig {
         c.steer.relearn_samples = 32;
         c.steer.relearn.record_at = vec![0, 10];
         c.steer_mixed_only = c.steer.clone();
-        c.modadd_seed2 = ModAddRecipe {
-            init_seed: c.modadd_seed2.init_seed,
-            train: TrainConfig {
-                seed: c.modadd_seed2.train.seed,
-                ..c.modadd.train.clone()
-            },
-            ..c.modadd.clone()
-        };
+        c.modadd_seed2 = second_modadd(&c.modadd);
         c.sphere = crate::sphere::SphereConfig::quick();
         c
     }
@@ -419,14 +418,7 @@ impl ReproConfig {
         c.steer.relearn_samples = 8;
         c.steer.relearn.record_at = vec![0, 2];
         c.steer_mixed_only = c.steer.clone();
-        c.modadd_seed2 = ModAddRecipe {
-            init_seed: c.modadd_seed2.init_seed,
-            train: TrainConfig {
-                seed: c.modadd_seed2.train.seed,
-                ..c.modadd.train.clone()
-            },
-            ..c.modadd.clone()
-        };
+        c.modadd_seed2 = second_modadd(&c.modadd);
         c.sphere.starts = 1;
         c.sphere.iters = 2;
         c.sphere.eigen_radii = vec![0.5, 1.0];

@@ -612,6 +612,8 @@ pub fn run(
     let ce = ModelObjective::new(model, &train, LogitLoss::CE, 0)?;
     let mut eig_cache: Vec<((Checkpoint, bool), Eigs)> = Vec::new();
     let mut runs = Vec::new();
+    // each formulation's search space and parameters, for the enumeration
+    let mut spaces: Vec<(Coords, SphereParams)> = Vec::new();
     let pb = crate::stages::bar(cfg.formulations.len(), &format!("sphere {label}"));
     for (fi, form) in cfg.formulations.iter().enumerate() {
         pb.set_message(form.name.clone());
@@ -763,6 +765,7 @@ pub fn run(
             transition_radius,
             evaluations: cfg.starts * radii.len() * cfg.iters,
         });
+        spaces.push((coords, params));
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -781,36 +784,7 @@ pub fn run(
         } else {
             &theta_grok
         };
-        let coords = match form.space {
-            Space::Units => Coords::shrink(theta0, &groups)?,
-            Space::EmbeddingComponents { k, energy } => {
-                Coords::block_components(theta0, model.layout(), "embed", k, energy)?
-            }
-            _ => {
-                let u: Vec<Vec<f64>> = match form.space {
-                    Space::HessianTop { k } => eig_cache
-                        .iter()
-                        .find(|(c, _)| *c == (form.checkpoint, false))
-                        .map(|(_, e)| e.1[..k.min(e.1.len())].to_vec()),
-                    Space::GaussNewtonTop { k } => eig_cache
-                        .iter()
-                        .find(|(c, _)| *c == (form.checkpoint, true))
-                        .map(|(_, e)| e.1[..k.min(e.1.len())].to_vec()),
-                    Space::HessianSlice { skip, k } => eig_cache
-                        .iter()
-                        .find(|(c, _)| *c == (form.checkpoint, false))
-                        .map(|(_, e)| e.1.iter().skip(skip).take(k).cloned().collect()),
-                    Space::Units | Space::EmbeddingComponents { .. } => None,
-                }
-                .context("eigen-space of the best formulation")?;
-                Coords::orthonormal(u, Some(runs[bi].eigenvalues.clone()))?
-            }
-        };
-        let (radii, bounds) = match form.space {
-            Space::Units => (cfg.unit_radii.clone(), Some((0.0, 1.0))),
-            Space::EmbeddingComponents { .. } => (cfg.component_radii.clone(), Some((0.0, 1.0))),
-            _ => (cfg.eigen_radii.clone(), None),
-        };
+        let (coords, search_params) = &spaces[bi];
         let obj = ModelObjective::new(model, &train, form.loss, 0)?;
         let order = |q: &RadiusPoint| {
             let d = coords.delta(&q.c);
@@ -819,22 +793,14 @@ pub fn run(
         };
         let params = EnumerateParams {
             search: SphereParams {
-                radii,
-                iters: cfg.iters,
-                step: 0.3,
-                starts: cfg.starts,
                 seed: cfg.seed ^ 0xDEF1,
-                bounds,
-                gradient_orthogonal: form.gradient_orthogonal,
-                subtract_quadratic: form.subtract_quadratic,
-                warm_start: !form.cold_starts,
+                ..search_params.clone()
             },
             max_modules: cfg.enumerate_max,
             threshold: Some(cfg.threshold),
             max_loss: Some(cfg.enumerate_max_loss),
         };
-        let e =
-            enumerate(&obj, theta0, &coords, &params, Some(&order), &mut |_, _| {}).context("sphere enumeration")?;
+        let e = enumerate(&obj, theta0, coords, &params, Some(&order), &mut |_, _| {}).context("sphere enumeration")?;
         stop = format!("{:?}", e.stop);
         let mut seen = Vec::new();
         for b in &e.breaks {
