@@ -31,7 +31,7 @@
 
 use crate::artifact::write_atomic;
 use crate::config::ReproConfig;
-use crate::stages::Outputs;
+use crate::pipeline::Outputs;
 use anyhow::{Context, Result};
 use gensplit_models::Model;
 use serde_json::json;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod export;
 pub mod fingerprint;
 pub mod hessian;
+pub mod pipeline;
 pub mod report;
 pub mod sphere;
 pub mod sphere_report;
@@ -42,7 +43,7 @@ pub fn reproduce(
     out: &Path,
     force: bool,
     digits: &stages::DigitSource,
-) -> Result<Vec<stages::StageRun>> {
+) -> Result<Vec<pipeline::StageRun>> {
     reproduce_with(cfg, out, force, digits, false)
 }
 
@@ -54,7 +55,7 @@ pub fn reproduce_strict(
     out: &Path,
     force: bool,
     digits: &stages::DigitSource,
-) -> Result<Vec<stages::StageRun>> {
+) -> Result<Vec<pipeline::StageRun>> {
     reproduce_with(cfg, out, force, digits, true)
 }
 
@@ -64,7 +65,7 @@ fn reproduce_with(
     force: bool,
     digits: &stages::DigitSource,
     strict: bool,
-) -> Result<Vec<stages::StageRun>> {
+) -> Result<Vec<pipeline::StageRun>> {
     let t0 = Instant::now();
     let (outputs, runs) = run_stages(cfg, out, force, digits)?;
     let unconverged = unconverged_hessians(&outputs);
@@ -94,7 +95,7 @@ fn reproduce_with(
 
 /// Names (as keys of `summary.json`'s `hessian`) of the Hessian entries
 /// whose Lanczos run stopped on its matvec budget without converging.
-pub fn unconverged_hessians(outputs: &stages::Outputs) -> Vec<String> {
+pub fn unconverged_hessians(outputs: &pipeline::Outputs) -> Vec<String> {
     let main = outputs.hessian.iter().map(|h| (h.set.clone(), h));
     let mixed_only = outputs
         .hessian_mixed_only
@@ -112,10 +113,10 @@ pub fn run_stages(
     out: &Path,
     force: bool,
     digits: &stages::DigitSource,
-) -> Result<(stages::Outputs, Vec<stages::StageRun>)> {
+) -> Result<(pipeline::Outputs, Vec<pipeline::StageRun>)> {
     let store = artifact::Store::open(&out.join("artifacts"))?;
-    let mut ctx = stages::Ctx::new(store, force, cfg.quick);
-    let outputs = stages::run_all(&mut ctx, cfg, digits)?;
+    let mut ctx = pipeline::Ctx::new(store, force, cfg.quick);
+    let outputs = pipeline::run_all(&mut ctx, cfg, digits)?;
     Ok((outputs, ctx.runs))
 }
 

@@ -10,7 +10,8 @@
 //! (false when Lanczos stopped on its matvec budget; `--strict` makes that
 //! an error) beside each Hessian entry's eigenvalues, residual and stop reason.
 
-use crate::stages::{Outputs, StageRun, Trained};
+use crate::pipeline::{Outputs, StageRun};
+use crate::stages::Trained;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde_json::json;

@@ -202,7 +202,7 @@ fn mnist() -> DigitSource {
     }
 }
 
-fn recomputed(runs: &[xtask::stages::StageRun]) -> Vec<&str> {
+fn recomputed(runs: &[xtask::pipeline::StageRun]) -> Vec<&str> {
     runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect()
 }
 
@@ -267,7 +267,7 @@ fn changing_p_recomputes_only_the_modadd_stages_and_exports_safetensors() {
     let same = apply(&base, "[modadd.data]\np = 7\n[modadd.model]\np = 7\n").unwrap();
     let runs2 = xtask::reproduce(&same, &dir, false, &mnist()).unwrap();
     assert!(recomputed(&runs2).is_empty(), "{runs2:?}");
-    let keys = |r: &[xtask::stages::StageRun]| r.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+    let keys = |r: &[xtask::pipeline::StageRun]| r.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
     assert_eq!(keys(&runs), keys(&runs2));
 
     // p = 11: only the modular-addition stages are recomputed

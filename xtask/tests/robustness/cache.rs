@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use xtask::artifact::{Key, Store};
-use xtask::stages::Ctx;
+use xtask::pipeline::Ctx;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gensplit-cache-{name}-{}", std::process::id()));

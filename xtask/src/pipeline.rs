@@ -1,0 +1,548 @@
+//! The pipeline: which stages run, in what order, under which keys
+//! ([`plan`], [`keys`]), and the driver that runs or loads each one
+//! ([`Ctx::stage`], [`run_all`]). The stages' own computations live in
+//! [`crate::stages`] and the per-stage modules; this file holds no
+//! computation, so it is not part of any stage's code fingerprint: adding,
+//! reordering or re-estimating a stage leaves every other stage's key alone.
+
+use crate::artifact::{Key, Store};
+use crate::config::ReproConfig;
+use crate::stages::{
+    build_images, summarize, train_cnn, train_modadd, DataSummary, DigitSource, Images, ModAddResult, Trained,
+};
+use anyhow::{Context, Result};
+use gensplit_models::Dataset;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Versions of each stage's output format/semantics: bump to invalidate.
+pub mod version {
+    /// `data`
+    pub const DATA: u32 = 1;
+    /// `train_cnn_*`
+    pub const TRAIN_CNN: u32 = 1;
+    /// `train_modadd`
+    pub const TRAIN_MODADD: u32 = 1;
+    /// `hessian_*`
+    pub const HESSIAN: u32 = 1;
+    /// `steer_*`
+    pub const STEER: u32 = 2;
+    /// `sphere_*`
+    pub const SPHERE: u32 = 1;
+}
+
+/// The code fingerprints a run puts into its keys (component name → SHA-256
+/// hex; see [`crate::fingerprint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Code(pub BTreeMap<String, String>);
+
+impl Code {
+    /// The fingerprints of the source this binary was built from.
+    pub fn built() -> Self {
+        Self(
+            crate::CODE_FINGERPRINTS
+                .iter()
+                .map(|(n, h)| (n.to_string(), h.to_string()))
+                .collect(),
+        )
+    }
+    /// The fingerprints of the components whose code computes `stage`.
+    pub fn of_stage(&self, stage: &str) -> Result<BTreeMap<String, String>> {
+        let names = crate::fingerprint::stage_components(stage)
+            .with_context(|| format!("stage `{stage}` has no code components"))?;
+        names
+            .iter()
+            .map(|n| {
+                let h = self
+                    .0
+                    .get(*n)
+                    .with_context(|| format!("no code fingerprint for `{n}`"))?;
+                Ok((n.to_string(), h.clone()))
+            })
+            .collect()
+    }
+}
+
+/// What a stage's key is made of, besides its code.
+#[derive(Clone, Debug)]
+pub struct StageSpec {
+    /// Stage name.
+    pub name: String,
+    /// Stage version ([`version`]).
+    pub version: u32,
+    /// The configuration the stage reads (canonical JSON).
+    pub config: serde_json::Value,
+    /// The stages whose artifacts it reads.
+    pub inputs: Vec<String>,
+}
+
+/// The Hessian configuration of one image Hessian stage: the pure-set
+/// Hessians also give the keep eigenspaces of the `seed_k<k>` steering
+/// methods, so one Lanczos run computes as many pairs as the largest such k.
+pub fn hessian_config(cfg: &ReproConfig, model: &str, set: &str) -> crate::hessian::HessianConfig {
+    let hc = &cfg.hessian_images;
+    let sc = if model == "pretrained" {
+        &cfg.steer
+    } else {
+        &cfg.steer_mixed_only
+    };
+    let mut hc_set = hc.clone();
+    if set != "mixed" {
+        hc_set.k = hc.k.max(sc.seed_ks.iter().copied().max().unwrap_or(0));
+    }
+    hc_set
+}
+
+/// Name of the Hessian stage of `model` on `set` (the pretrained CNN's
+/// stages keep their original names).
+pub fn hessian_stage(model: &str, set: &str) -> String {
+    if model == "pretrained" {
+        format!("hessian_{set}")
+    } else {
+        format!("hessian_{model}_{set}")
+    }
+}
+
+const IMAGE_SETS: [&str; 3] = ["digits", "patterns", "mixed"];
+
+/// Every stage of `cfg`, in the order [`run_all`] runs them, with what its
+/// key hashes. `data_fp` are the image sets' content fingerprints.
+pub fn plan(cfg: &ReproConfig, data_fp: &BTreeMap<String, String>) -> Result<Vec<StageSpec>> {
+    fn spec<C: Serialize>(name: &str, version: u32, config: &C, inputs: &[&str]) -> Result<StageSpec> {
+        Ok(StageSpec {
+            name: name.to_string(),
+            version,
+            config: serde_json::to_value(config)?,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+    let mut out = vec![
+        spec("data", version::DATA, &(&cfg.data, data_fp), &[])?,
+        spec(
+            "train_cnn_mixed_only",
+            version::TRAIN_CNN,
+            &cfg.cnn_mixed_only,
+            &["data"],
+        )?,
+        spec(
+            "train_cnn_pretrained",
+            version::TRAIN_CNN,
+            &cfg.cnn_pretrained,
+            &["data"],
+        )?,
+        spec("train_modadd", version::TRAIN_MODADD, &cfg.modadd, &[])?,
+    ];
+    for (model, model_stage) in [
+        ("pretrained", "train_cnn_pretrained"),
+        ("mixed_only", "train_cnn_mixed_only"),
+    ] {
+        for set in IMAGE_SETS {
+            let hc_set = hessian_config(cfg, model, set);
+            out.push(spec(
+                &hessian_stage(model, set),
+                version::HESSIAN,
+                &(&hc_set, set),
+                &[model_stage, "data"],
+            )?);
+        }
+    }
+    out.push(spec(
+        "hessian_modadd",
+        version::HESSIAN,
+        &cfg.hessian_modadd,
+        &["train_modadd"],
+    )?);
+    out.push(spec(
+        "train_modadd_seed2",
+        version::TRAIN_MODADD,
+        &cfg.modadd_seed2,
+        &[],
+    )?);
+    let hc = &cfg.hessian_images;
+    out.push(spec(
+        "hessian_blocks",
+        version::HESSIAN,
+        &(hc, &cfg.hessian_blocks),
+        &[
+            "train_cnn_pretrained",
+            "data",
+            "hessian_digits",
+            "hessian_patterns",
+            "hessian_mixed",
+        ],
+    )?);
+    for (model, model_stage, sc) in [
+        ("pretrained", "train_cnn_pretrained", &cfg.steer),
+        ("mixed_only", "train_cnn_mixed_only", &cfg.steer_mixed_only),
+    ] {
+        let hs: Vec<String> = IMAGE_SETS.iter().map(|set| hessian_stage(model, set)).collect();
+        let inputs: Vec<&str> = [model_stage, "data"]
+            .into_iter()
+            .chain(hs.iter().map(String::as_str))
+            .collect();
+        out.push(spec(
+            &format!("steer_{model}"),
+            version::STEER,
+            &(sc, hc, model),
+            &inputs,
+        )?);
+    }
+    for (label, recipe, train) in [
+        ("modadd", &cfg.modadd, "train_modadd"),
+        ("modadd_seed2", &cfg.modadd_seed2, "train_modadd_seed2"),
+    ] {
+        out.push(spec(
+            &format!("sphere_{label}"),
+            version::SPHERE,
+            &(&cfg.sphere, recipe),
+            &[train],
+        )?);
+    }
+    Ok(out)
+}
+
+/// Every stage's key: the hash of its name, version, code fingerprints,
+/// configuration and its inputs' keys (in `plan` order, so inputs come
+/// first).
+pub fn keys(plan: &[StageSpec], code: &Code) -> Result<BTreeMap<String, Key>> {
+    let mut out: BTreeMap<String, Key> = BTreeMap::new();
+    for s in plan {
+        let inputs = s
+            .inputs
+            .iter()
+            .map(|i| {
+                out.get(i)
+                    .copied()
+                    .with_context(|| format!("stage `{}` reads `{i}`, which is not planned before it", s.name))
+            })
+            .collect::<Result<Vec<Key>>>()?;
+        let key = Key::with_code(&s.name, s.version, Some(&code.of_stage(&s.name)?), &s.config, &inputs)?;
+        out.insert(s.name.clone(), key);
+    }
+    Ok(out)
+}
+
+/// Rough compute time of a stage on the 2-core development machine, for the
+/// progress line (full preset: the stage times of this machine's full runs,
+/// mostly measured while other jobs shared the cores, so upper bounds; quick
+/// preset: [`QUICK_ESTIMATES`]). Other configurations print the preset's.
+pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
+    let full = [
+        ("data", 10.0),
+        ("train_cnn_mixed_only", 55.0),
+        ("train_cnn_pretrained", 215.0),
+        ("train_modadd", 130.0),
+        ("hessian_digits", 185.0),
+        ("hessian_patterns", 100.0),
+        ("hessian_mixed", 55.0),
+        ("hessian_mixed_only_digits", 70.0),
+        ("hessian_mixed_only_patterns", 70.0),
+        ("hessian_mixed_only_mixed", 100.0),
+        ("hessian_modadd", 20.0),
+        ("train_modadd_seed2", 130.0),
+        ("hessian_blocks", 220.0),
+        ("steer_pretrained", 1230.0),
+        ("steer_mixed_only", 1080.0),
+        ("sphere_modadd", 300.0),
+        ("sphere_modadd_seed2", 100.0),
+    ];
+    let quick_t = QUICK_ESTIMATES;
+    let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
+    table.iter().find(|(n, _)| *n == stage).map(|(_, s)| *s)
+}
+
+/// [`estimate_seconds`] of the quick preset: one quick run's stage times on
+/// the 2-core development machine (measured while builds shared the cores)
+/// scaled to the uncontended quick run's 79 s in all.
+const QUICK_ESTIMATES: [(&str, f64); 17] = [
+    ("data", 1.0),
+    ("train_cnn_mixed_only", 1.0),
+    ("train_cnn_pretrained", 2.0),
+    ("train_modadd", 1.0),
+    ("hessian_digits", 3.0),
+    ("hessian_patterns", 3.0),
+    ("hessian_mixed", 4.0),
+    ("hessian_mixed_only_digits", 4.0),
+    ("hessian_mixed_only_patterns", 5.0),
+    ("hessian_mixed_only_mixed", 4.0),
+    ("hessian_modadd", 1.0),
+    ("train_modadd_seed2", 1.0),
+    ("hessian_blocks", 17.0),
+    ("steer_pretrained", 12.0),
+    ("steer_mixed_only", 23.0),
+    ("sphere_modadd", 10.0),
+    ("sphere_modadd_seed2", 5.0),
+];
+
+/// How a stage was satisfied in this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageRun {
+    /// Stage name.
+    pub stage: String,
+    /// Artifact key (hex).
+    pub key: String,
+    /// Loaded from the cache.
+    pub cached: bool,
+    /// Wall seconds spent in this run.
+    pub seconds: f64,
+    /// Seconds the stage took when it was computed (from the artifact's
+    /// sidecar `.meta.json`; timings are kept out of the artifact itself so
+    /// that artifacts stay bit-identical).
+    pub compute_seconds: Option<f64>,
+}
+
+/// Run-wide state: the store, flags and the record of stage runs.
+pub struct Ctx {
+    /// Artifact store.
+    pub store: Store,
+    /// Recompute even on a cache hit.
+    pub force: bool,
+    /// Record of stage runs, in order.
+    pub runs: Vec<StageRun>,
+    /// Code fingerprints that enter the keys ([`Code::built`] in the binary).
+    pub code: Code,
+    /// Whether the quick preset's time estimates apply (progress lines).
+    pub quick: bool,
+    /// Every stage's key, set by [`run_all`] from its [`plan`].
+    pub keys: BTreeMap<String, Key>,
+}
+
+impl Ctx {
+    /// A context over `store` with the built code fingerprints.
+    pub fn new(store: Store, force: bool, quick: bool) -> Self {
+        Self {
+            store,
+            force,
+            runs: Vec::new(),
+            code: Code::built(),
+            quick,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// Runs (or loads) one stage under its planned key (see [`plan`],
+    /// [`keys`]). A corrupt cached artifact is reported and recomputed; one
+    /// that cannot be read (permission denied, I/O error) is an error.
+    pub fn stage<T: Serialize + DeserializeOwned>(
+        &mut self,
+        stage: &str,
+        compute: impl FnOnce() -> Result<T>,
+    ) -> Result<(Key, T)> {
+        let t0 = Instant::now();
+        let key = *self
+            .keys
+            .get(stage)
+            .with_context(|| format!("stage `{stage}` is not in the plan"))?;
+        let n = self.runs.len() + 1;
+        let total = self.keys.len();
+        if !self.force {
+            match self.store.load::<T>(stage, &key) {
+                Ok(Some(v)) => {
+                    tracing::info!("stage {n}/{total} {stage}: cached ({})", &key.hex()[..16]);
+                    let compute_seconds = self.store.compute_seconds(stage, &key);
+                    self.runs.push(StageRun {
+                        stage: stage.into(),
+                        key: key.hex(),
+                        cached: true,
+                        seconds: t0.elapsed().as_secs_f64(),
+                        compute_seconds,
+                    });
+                    return Ok((key, v));
+                }
+                Ok(None) => {}
+                Err(e @ crate::artifact::ArtifactError::Io { .. }) => {
+                    return Err(anyhow::Error::new(e).context(format!("stage `{stage}`")));
+                }
+                Err(e) => tracing::warn!("stage {stage}: unusable cached artifact, recomputing: {e}"),
+            }
+        }
+        let estimate = match estimate_seconds(stage, self.quick) {
+            Some(s) if s >= 1.0 => format!(" (about {} on 2 cores)", human_seconds(s)),
+            Some(_) => " (about a second)".to_string(),
+            None => String::new(),
+        };
+        tracing::info!(
+            "stage {n}/{total} {stage}: computing{estimate}, key {}",
+            &key.hex()[..16]
+        );
+        let value = compute().with_context(|| format!("stage `{stage}`"))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let path = self.store.save(stage, &key, &value, seconds)?;
+        tracing::info!(stage, seconds = format!("{seconds:.1}"), path = %path.display(), "done");
+        self.runs.push(StageRun {
+            stage: stage.into(),
+            key: key.hex(),
+            cached: false,
+            seconds,
+            compute_seconds: Some(seconds),
+        });
+        Ok((key, value))
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{:.0} min", s / 60.0)
+    }
+}
+/// Everything the report needs.
+pub struct Outputs {
+    /// Data summary.
+    pub data: DataSummary,
+    /// Trained on mixed only.
+    pub cnn_mixed_only: Trained,
+    /// Pretrained then mixed.
+    pub cnn_pretrained: Trained,
+    /// Modular addition.
+    pub modadd: ModAddResult,
+    /// Hessian spectra: digits, patterns, mixed (pretrained CNN), modadd.
+    pub hessian: Vec<crate::hessian::HessianResult>,
+    /// Per-layer curvature of the pretrained CNN: (set, rows).
+    pub hessian_blocks: Vec<(String, Vec<crate::blocks::BlockRow>)>,
+    /// Hessian spectra of the mixed-only CNN: digits, patterns, mixed.
+    pub hessian_mixed_only: Vec<crate::hessian::HessianResult>,
+    /// Steering and independence of the pretrained CNN.
+    pub steer_pretrained: crate::steer::SteerResult,
+    /// Steering and independence of the mixed-only CNN.
+    pub steer_mixed_only: crate::steer::SteerResult,
+    /// The second modular-addition network.
+    pub modadd_seed2: ModAddResult,
+    /// Sphere search on both modular-addition networks.
+    pub sphere: Vec<crate::sphere::SphereResult>,
+    /// The image datasets (in memory, for the export).
+    pub images: Images,
+}
+
+/// Runs every stage of `cfg`.
+pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result<Outputs> {
+    // The digit source enters keys through the data fingerprints, never by path.
+    let t0 = Instant::now();
+    tracing::info!("building the image datasets from {}", digits.dir.display());
+    let images = build_images(digits, &cfg.data)
+        .with_context(|| format!("building image datasets from {}", digits.dir.display()))?;
+    let summary = summarize(&images);
+    let build_s = t0.elapsed().as_secs_f64();
+    let fp: BTreeMap<String, String> = summary.fingerprints.iter().cloned().collect();
+    ctx.keys = keys(&plan(cfg, &fp)?, &ctx.code)?;
+    tracing::info!(
+        "{} stages; artifacts in {} (a stage whose artifact is there is not recomputed)",
+        ctx.keys.len(),
+        ctx.store.dir().display()
+    );
+    let (_, data) = ctx.stage("data", || Ok(summary))?;
+    if let Some(r) = ctx.runs.last_mut() {
+        // the images are rebuilt in memory on every run (only their
+        // fingerprints are cached), so the build is this stage's cost
+        r.seconds += build_s;
+        r.compute_seconds = Some(r.seconds);
+    }
+    let (_, cnn_mixed_only) = ctx.stage("train_cnn_mixed_only", || {
+        train_cnn("cnn_mixed_only", &cfg.cnn_mixed_only, &cfg.data, &images)
+    })?;
+    let (_, cnn_pretrained) = ctx.stage("train_cnn_pretrained", || {
+        train_cnn("cnn_pretrained", &cfg.cnn_pretrained, &cfg.data, &images)
+    })?;
+    let (_, modadd) = ctx.stage("train_modadd", || train_modadd(&cfg.modadd))?;
+    let mut hessian = Vec::new();
+    let mut hessian_mixed_only = Vec::new();
+    let hc = &cfg.hessian_images;
+    for (model_name, trained) in [("pretrained", &cnn_pretrained), ("mixed_only", &cnn_mixed_only)] {
+        for (set, images) in [
+            ("digits", &images.test_digits),
+            ("patterns", &images.test_patterns),
+            ("mixed", &images.test_mixed),
+        ] {
+            let hc_set = hessian_config(cfg, model_name, set);
+            let (_, h) = ctx.stage(&hessian_stage(model_name, set), || {
+                let data = Dataset::from_images(&images.first(hc_set.subset));
+                crate::hessian::run(set, trained, &data, &hc_set)
+            })?;
+            if model_name == "pretrained" {
+                hessian.push(h);
+            } else {
+                hessian_mixed_only.push(h);
+            }
+        }
+    }
+    // every training and Hessian stage first: the analyses come after
+    let (_, hessian_modadd) = ctx.stage("hessian_modadd", || {
+        let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
+        crate::hessian::run(
+            "modadd",
+            &modadd.trained,
+            &Dataset::from_modadd(&data.train),
+            &cfg.hessian_modadd,
+        )
+    })?;
+    let (_, modadd_seed2) = ctx.stage("train_modadd_seed2", || train_modadd(&cfg.modadd_seed2))?;
+    // per-layer curvature of the pretrained CNN (top eigenvalue, trace and
+    // top-eigenvector share per layer)
+    let bc = &cfg.hessian_blocks;
+    let (_, hessian_blocks) = ctx.stage("hessian_blocks", || {
+        let mut out = Vec::new();
+        for (h, imgs) in hessian
+            .iter()
+            .zip([&images.test_digits, &images.test_patterns, &images.test_mixed])
+        {
+            let data = Dataset::from_images(&imgs.first(hc.subset));
+            let rows = crate::blocks::per_block(
+                &cnn_pretrained.model,
+                &cnn_pretrained.theta,
+                &data,
+                hc.batch_size,
+                &h.vectors,
+                bc.k_top.min(h.vectors.len()),
+                bc.probes,
+                bc.seed,
+            )?;
+            out.push((h.set.clone(), rows));
+        }
+        Ok(out)
+    })?;
+    let mut steered = Vec::new();
+    for (model_name, trained, hs, sc) in [
+        ("pretrained", &cnn_pretrained, &hessian, &cfg.steer),
+        (
+            "mixed_only",
+            &cnn_mixed_only,
+            &hessian_mixed_only,
+            &cfg.steer_mixed_only,
+        ),
+    ] {
+        let (_, r) = ctx.stage(&format!("steer_{model_name}"), || {
+            let refs: Vec<&crate::hessian::HessianResult> = hs.iter().collect();
+            crate::steer::run(model_name, trained, &refs, &images, hc, sc)
+        })?;
+        steered.push(r);
+    }
+    let steer_mixed_only = steered.pop().context("steer_mixed_only result")?;
+    let steer_pretrained = steered.pop().context("steer_pretrained result")?;
+    let mut sphere = Vec::new();
+    for (label, recipe, result) in [
+        ("modadd", &cfg.modadd, &modadd),
+        ("modadd_seed2", &cfg.modadd_seed2, &modadd_seed2),
+    ] {
+        let (_, r) = ctx.stage(&format!("sphere_{label}"), || {
+            crate::sphere::run(label, recipe, result, &cfg.sphere, label != "modadd")
+        })?;
+        sphere.push(r);
+    }
+    hessian.push(hessian_modadd);
+    Ok(Outputs {
+        modadd_seed2,
+        sphere,
+        data,
+        cnn_mixed_only,
+        cnn_pretrained,
+        modadd,
+        hessian,
+        hessian_blocks,
+        hessian_mixed_only,
+        steer_pretrained,
+        steer_mixed_only,
+        images,
+    })
+}
