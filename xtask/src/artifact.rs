@@ -163,6 +163,19 @@ impl Store {
         )?;
         Ok(path)
     }
+    /// The SHA-256 (hex) of an artifact's payload, read from its header
+    /// (the payload holds no key and no timing: two artifacts with equal
+    /// payload hashes hold the same result, whatever code or key made
+    /// them). `None` when the file is absent or shorter than its header.
+    pub fn payload_sha256(&self, stage: &str, key: &Key) -> Option<String> {
+        use std::io::Read;
+        let mut head = [0u8; HEADER];
+        std::fs::File::open(self.path(stage, key))
+            .ok()?
+            .read_exact(&mut head)
+            .ok()?;
+        Some(head[52..84].iter().map(|b| format!("{b:02x}")).collect())
+    }
     /// Seconds recorded in the sidecar when the artifact was computed.
     pub fn compute_seconds(&self, stage: &str, key: &Key) -> Option<f64> {
         let text = std::fs::read_to_string(self.path(stage, key).with_extension("meta.json")).ok()?;
@@ -254,6 +267,25 @@ mod tests {
         let d = std::env::temp_dir().join(format!("gensplit-artifact-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn payload_hash_names_the_result_not_the_key() {
+        let store = Store::open(&tmpdir("ph")).unwrap();
+        let k1 = Key::of("demo", 1, &1u32, &[]).unwrap();
+        let k2 = Key::of("demo", 2, &2u32, &[]).unwrap();
+        assert_eq!(store.payload_sha256("demo", &k1), None);
+        store.save("demo", &k1, &vec![1.0f32, 2.0], 0.1).unwrap();
+        store.save("demo", &k2, &vec![1.0f32, 2.0], 0.2).unwrap();
+        let h1 = store.payload_sha256("demo", &k1).unwrap();
+        let payload = bincode::serialize(&vec![1.0f32, 2.0]).unwrap();
+        let direct: String = Sha256::digest(&payload).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(h1, direct);
+        assert_eq!(store.payload_sha256("demo", &k2), Some(h1.clone()));
+        store.save("demo", &k2, &vec![1.0f32, 2.5], 0.2).unwrap();
+        assert_ne!(store.payload_sha256("demo", &k2), Some(h1));
+        std::fs::write(store.path("demo", &k1), b"GSPLT").unwrap();
+        assert_eq!(store.payload_sha256("demo", &k1), None);
     }
 
     #[test]

@@ -290,6 +290,9 @@ pub struct StageRun {
     /// sidecar `.meta.json`; timings are kept out of the artifact itself so
     /// that artifacts stay bit-identical).
     pub compute_seconds: Option<f64>,
+    /// SHA-256 of the artifact's payload (hex): equal hashes mean equal
+    /// results, across keys and code versions.
+    pub payload_sha256: Option<String>,
 }
 
 /// Run-wide state: the store, flags and the record of stage runs.
@@ -347,6 +350,7 @@ impl Ctx {
                         cached: true,
                         seconds: t0.elapsed().as_secs_f64(),
                         compute_seconds,
+                        payload_sha256: self.store.payload_sha256(stage, &key),
                     });
                     return Ok((key, v));
                 }
@@ -376,6 +380,7 @@ impl Ctx {
             cached: false,
             seconds,
             compute_seconds: Some(seconds),
+            payload_sha256: self.store.payload_sha256(stage, &key),
         });
         Ok((key, value))
     }

@@ -37,7 +37,7 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
         timings.insert(r.stage.clone(), json!(r.seconds));
         stages.insert(
             r.stage.clone(),
-            json!({"key": r.key, "cached": r.cached, "compute_seconds": r.compute_seconds}),
+            json!({"key": r.key, "cached": r.cached, "compute_seconds": r.compute_seconds, "payload_sha256": r.payload_sha256}),
         );
     }
     timings.insert("total".into(), json!(total_s));
@@ -538,14 +538,15 @@ pub fn write(
     crate::sphere_report::markdown(&mut md, &out.sphere, &sphere_figs, &sphere_secs)?;
     writeln!(
         md,
-        "## Stages\n\n| stage | key | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | ---: | ---: |"
+        "## Stages\n\nThe payload hash identifies a result whatever key or code made it: equal hashes, equal results.\n\n| stage | key | payload SHA-256 | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | --- | ---: | ---: |"
     )?;
     for r in runs {
         writeln!(
             md,
-            "| {} | `{}` | {} | {:.1} | {} |",
+            "| {} | `{}` | `{}` | {} | {:.1} | {} |",
             r.stage,
             &r.key[..16],
+            r.payload_sha256.as_deref().map_or("—", |h| &h[..16.min(h.len())]),
             r.cached,
             r.seconds,
             r.compute_seconds
