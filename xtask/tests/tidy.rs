@@ -139,7 +139,7 @@ fn docs_claims_match_the_config_and_the_tests() {
         "docs/performance.md claims bit-for-bit agreement"
     );
     assert!(perf.contains("at most 1e-13"));
-    let hvp_tests = std::fs::read_to_string(root().join("crates/hvp/tests/hvp.rs")).unwrap();
+    let hvp_tests = std::fs::read_to_string(root().join("crates/hvp/tests/hvp/products.rs")).unwrap();
     assert!(
         hvp_tests.contains("err <= 1e-13"),
         "update docs/performance.md with the tolerance the test asserts"

@@ -1,0 +1,5 @@
+//! gensplit-hvp's integration tests: one test binary (one link) for all of
+//! them, as `cargo test -p gensplit-hvp --test hvp`.
+
+mod blocks;
+mod products;
