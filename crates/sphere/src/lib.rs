@@ -110,11 +110,12 @@ pub mod planted;
 pub mod search;
 pub mod space;
 
-pub use enumerate::{enumerate, Break, EnumStop, EnumerateParams, Enumeration};
+pub use enumerate::{concentrated_break, enumerate, Break, EnumStop, EnumerateParams, Enumeration};
 pub use error::SphereError;
 pub use objective::{LogitLoss, ModelObjective, Objective};
 pub use order::{
-    detect_transition, group_concentration, loss_curvature, participation_ratio, Concentration, Transition,
+    detect_transition, group_concentration, loss_curvature, participation_ratio, sharpest_transition, Concentration,
+    Transition,
 };
 pub use search::{search, Avoid, Event, RadiusPoint, SphereParams, StartPath};
 pub use space::{unit_groups, Coords};
