@@ -81,6 +81,14 @@ pub enum Space {
         /// Share of ‖E‖²_F the components must hold.
         energy: f64,
     },
+    /// The same span, with the directions rotated to decouple the searched
+    /// loss's first-order shrink costs (`Coords::block_components_rotated`).
+    EmbeddingComponentsRotated {
+        /// k.
+        k: usize,
+        /// Share of ‖E‖²_F the components must hold.
+        energy: f64,
+    },
 }
 
 /// One formulation of the search.
@@ -121,12 +129,31 @@ pub struct SphereConfig {
     pub component_radii: Vec<f64>,
     /// Relative drop of the order parameter that flags a transition.
     pub threshold: f64,
+    /// Starts and evaluations per radius of the formulations outside
+    /// `full_budget` (the record of what fails runs on a smaller budget).
+    pub reduced_starts: usize,
+    /// See `reduced_starts`.
+    pub reduced_iters: usize,
+    /// Formulations (by name) that run with `starts` and `iters`.
+    pub full_budget: Vec<String>,
+    /// The formulation the enumeration uses (by name; its search space and
+    /// loss). `None`: the one with the most single breaks.
+    pub enumerate_formulation: Option<String>,
+    /// Radii of the enumeration's rounds (a finer grid around √2, where a
+    /// two-component module is deleted).
+    pub enumerate_radii: Vec<f64>,
+    /// Evaluations per radius in the enumeration.
+    pub enumerate_iters: usize,
     /// Lanczos matvec budget for the eigen-spaces computed here.
     pub max_matvecs: usize,
     /// Largest number of breaks the enumeration looks for.
     pub enumerate_max: usize,
-    /// Stop the enumeration when a break's training loss exceeds this.
+    /// Stop the enumeration when a break's searched loss exceeds its value
+    /// at θ* by this much.
     pub enumerate_max_loss: f64,
+    /// Each enumeration round compares the order parameter with its value
+    /// at the first radius (`EnumerateParams::cumulative`).
+    pub enumerate_cumulative: bool,
     /// The formulations, in table order.
     pub formulations: Vec<Formulation>,
     /// The formulations (by name) run on the second network; empty = all.
@@ -159,14 +186,25 @@ impl SphereConfig {
             unit_radii: vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
             component_radii: vec![0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5],
             threshold: 0.3,
-            max_matvecs: 200,
+            reduced_starts: 3,
+            reduced_iters: 12,
+            full_budget: vec![
+                "final_embedding_components_shrink".into(),
+                "final_embedding_components_rotated_shrink_t32".into(),
+            ],
+            enumerate_formulation: Some("final_embedding_components_rotated_shrink_t32".into()),
+            enumerate_radii: vec![0.5, 0.75, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5],
+            enumerate_iters: 20,
+            max_matvecs: 120,
             enumerate_max: 7,
             enumerate_max_loss: 1.0,
+            enumerate_cumulative: true,
             second_network: vec![
                 "final_hessian_top20".into(),
                 "final_gauss_newton_top20".into(),
                 "final_units_shrink".into(),
                 "final_embedding_components_shrink".into(),
+                "final_embedding_components_rotated_shrink_t32".into(),
             ],
             formulations: vec![
                 f("final_hessian_top20", Final, top, ce, false, false, false),
@@ -236,6 +274,15 @@ impl SphereConfig {
                     false,
                     false,
                 ),
+                f(
+                    "final_embedding_components_rotated_shrink_t32",
+                    Final,
+                    Space::EmbeddingComponentsRotated { k: 16, energy: 0.9 },
+                    LogitLoss::CrossEntropy { temperature: 32.0 },
+                    false,
+                    false,
+                    false,
+                ),
                 Formulation {
                     cold_starts: true,
                     ..f(
@@ -261,10 +308,17 @@ impl SphereConfig {
         c.component_radii = vec![0.5, 1.0, 1.5];
         c.max_matvecs = 60;
         c.enumerate_max = 3;
+        c.reduced_starts = 2;
+        c.reduced_iters = 8;
+        c.enumerate_radii = vec![0.5, 1.0, 1.4, 1.8];
+        c.enumerate_iters = 12;
         c.second_network.retain(|n| {
             matches!(
                 n.as_str(),
-                "final_hessian_top20" | "final_units_shrink" | "final_embedding_components_shrink"
+                "final_hessian_top20"
+                    | "final_units_shrink"
+                    | "final_embedding_components_shrink"
+                    | "final_embedding_components_rotated_shrink_t32"
             )
         });
         c.formulations.retain(|f| {
@@ -275,6 +329,7 @@ impl SphereConfig {
                     | "final_units_shrink"
                     | "final_gauss_newton_top20"
                     | "final_embedding_components_shrink"
+                    | "final_embedding_components_rotated_shrink_t32"
             )
         });
         for f in &mut c.formulations {
@@ -295,7 +350,18 @@ impl SphereConfig {
                 "sphere.second_network names `{n}`, which is not in sphere.formulations"
             );
         }
+        anyhow::ensure!(
+            self.reduced_starts >= 1 && self.reduced_iters >= 1 && self.enumerate_iters >= 1,
+            "sphere.reduced_starts, reduced_iters and enumerate_iters must be at least 1"
+        );
+        for n in self.full_budget.iter().chain(&self.enumerate_formulation) {
+            anyhow::ensure!(
+                self.formulations.iter().any(|f| &f.name == n),
+                "sphere names formulation `{n}`, which is not in sphere.formulations"
+            );
+        }
         for (field, r) in [
+            ("enumerate_radii", &self.enumerate_radii),
             ("eigen_radii", &self.eigen_radii),
             ("unit_radii", &self.unit_radii),
             ("component_radii", &self.component_radii),
@@ -388,7 +454,11 @@ pub struct SphereResult {
     pub formulations: Vec<FormulationRun>,
     /// The formulation with the most single breaks (first on ties).
     pub best: Option<String>,
-    /// The enumeration with the best formulation.
+    /// The formulation the enumeration used (`enumerate_formulation`, else
+    /// `best`).
+    #[serde(default)]
+    pub enumeration_formulation: Option<String>,
+    /// The enumeration's breaks.
     pub enumeration: Vec<EnumBreak>,
     /// Why the enumeration stopped.
     pub enumeration_stop: String,
@@ -658,6 +728,17 @@ pub fn run(
                 cfg.component_radii.clone(),
                 Some((0.0, 1.0)),
             ),
+            Space::EmbeddingComponentsRotated { k, energy } => {
+                let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+                let mut g = vec![0.0; theta0.len()];
+                gensplit_sphere::Objective::value_grad(&obj, theta0, &mut g)?;
+                (
+                    Vec::new(),
+                    Coords::block_components_rotated(theta0, model.layout(), "embed", k, energy, &g)?,
+                    cfg.component_radii.clone(),
+                    Some((0.0, 1.0)),
+                )
+            }
             sp => {
                 let (mut vals, mut vecs) = match sp {
                     Space::HessianTop { k } => need(false, k)?,
@@ -666,7 +747,9 @@ pub fn run(
                         let (v, u) = need(false, skip + k)?;
                         (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
                     }
-                    Space::Units | Space::EmbeddingComponents { .. } => unreachable!("handled above"),
+                    Space::Units | Space::EmbeddingComponents { .. } | Space::EmbeddingComponentsRotated { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
                 if form.positive_only {
                     let keep: Vec<bool> = vals.iter().map(|&l| l > 0.0).collect();
@@ -684,11 +767,16 @@ pub fn run(
             }
         };
         let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+        let (starts_n, iters) = if cfg.full_budget.contains(&form.name) {
+            (cfg.starts, cfg.iters)
+        } else {
+            (cfg.reduced_starts, cfg.reduced_iters)
+        };
         let params = SphereParams {
             radii: radii.clone(),
-            iters: cfg.iters,
+            iters,
             step: 0.3,
-            starts: cfg.starts,
+            starts: starts_n,
             seed: cfg.seed.wrapping_add(fi as u64),
             bounds,
             gradient_orthogonal: form.gradient_orthogonal,
@@ -763,7 +851,7 @@ pub fn run(
             broken_frequencies,
             flagged_within_one,
             transition_radius,
-            evaluations: cfg.starts * radii.len() * cfg.iters,
+            evaluations: starts_n * radii.len() * iters,
         });
         spaces.push((coords, params));
         pb.inc(1);
@@ -777,7 +865,11 @@ pub fn run(
         .filter(|(_, r)| r.single_breaks > 0)
         .map(|(i, _)| i);
     let (mut enumeration, mut stop, mut recall, mut duplicate) = (Vec::new(), "not run".to_string(), 0.0, false);
-    if let Some(bi) = best {
+    let enum_index = match &cfg.enumerate_formulation {
+        Some(n) => runs.iter().position(|r| &r.formulation.name == n).or(best),
+        None => best,
+    };
+    if let Some(bi) = enum_index {
         let form = &runs[bi].formulation;
         let theta0 = if form.checkpoint == Checkpoint::Final {
             &theta_final
@@ -794,13 +886,42 @@ pub fn run(
         let params = EnumerateParams {
             search: SphereParams {
                 seed: cfg.seed ^ 0xDEF1,
+                radii: cfg.enumerate_radii.clone(),
+                iters: cfg.enumerate_iters,
+                starts: cfg.starts,
                 ..search_params.clone()
             },
             max_modules: cfg.enumerate_max,
             threshold: Some(cfg.threshold),
-            max_loss: Some(cfg.enumerate_max_loss),
+            // the limit is on the rise of the searched loss over θ* (a
+            // tempered loss is far from 0 at θ*)
+            max_loss: Some(
+                gensplit_sphere::Objective::value_grad(&obj, theta0, &mut vec![0.0; theta0.len()])?
+                    + cfg.enumerate_max_loss,
+            ),
+            cumulative: cfg.enumerate_cumulative,
         };
-        let e = enumerate(&obj, theta0, coords, &params, Some(&order), &mut |_, _| {}).context("sphere enumeration")?;
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let mut obs = |round: usize, ev: &gensplit_sphere::Event| {
+            if !debug {
+                return;
+            }
+            let gensplit_sphere::Event::Radius { start, point } = ev;
+            let d = coords.delta(&point.c);
+            let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
+            let sv = truth.survival(model, &th).unwrap_or_default();
+            tracing::debug!(
+                round,
+                start,
+                r = point.radius,
+                loss = point.loss,
+                order = order(point),
+                surv = ?sv.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                c = ?point.c.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                "enumeration path"
+            );
+        };
+        let e = enumerate(&obj, theta0, coords, &params, Some(&order), &mut obs).context("sphere enumeration")?;
         stop = format!("{:?}", e.stop);
         let mut seen = Vec::new();
         for b in &e.breaks {
@@ -836,6 +957,7 @@ pub fn run(
         excluded_loss,
         grokked_step,
         best: best.map(|i| runs[i].formulation.name.clone()),
+        enumeration_formulation: enum_index.map(|i| runs[i].formulation.name.clone()),
         formulations: runs,
         enumeration,
         enumeration_stop: stop,

@@ -57,6 +57,7 @@ pub fn summary(results: &[SphereResult]) -> Value {
                     "recall": r.recall,
                     "duplicate": r.duplicate,
                     "enumeration_stop": r.enumeration_stop,
+                    "enumeration_formulation": r.enumeration_formulation,
                 },
             }),
         );
@@ -280,7 +281,7 @@ pub fn markdown(
         writeln!(
             md,
             "\nEnumeration (deflation with {}): stop `{}`, recall {:.2}{}.\n",
-            r.best.as_deref().unwrap_or("no formulation broke"),
+            r.enumeration_formulation.as_deref().unwrap_or("no formulation broke"),
             r.enumeration_stop,
             r.recall,
             if r.duplicate {

@@ -105,6 +105,10 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
         );
         assert!(best["key_frequencies"].as_array().is_some() && best["broken_frequencies"].as_array().is_some());
         assert!(best.get("formulation").is_some());
+        assert!(
+            best.get("enumeration_formulation").is_some(),
+            "sphere.{label}.best.enumeration_formulation"
+        );
     }
     assert!(s["modadd"]["key_frequencies"].as_array().is_some());
     assert!(s["config"]["quick"].as_bool().is_some());

@@ -35,6 +35,11 @@ pub struct EnumerateParams {
     /// Stop when a round's break has a plain loss above this (the network
     /// is no longer near its minimum: what breaks then is not one module).
     pub max_loss: Option<f64>,
+    /// Pick each round's break with [`concentrated_break`] (the order
+    /// parameter compared with its value at the first radius) instead of
+    /// [`best_transition`] (consecutive radii).
+    #[serde(default)]
+    pub cumulative: bool,
 }
 
 /// One break found by the enumeration.
@@ -98,6 +103,43 @@ pub fn best_transition(paths: &[StartPath], order: &OrderFn, threshold: f64) -> 
         .map(|(s, i, t, _, _)| (s, i, t))
 }
 
+/// The break of a round with [`EnumerateParams::cumulative`]: on each
+/// start's path, the last radius up to which the order parameter stays
+/// within `1 + threshold` of its value at the first radius (the damage
+/// has not spread beyond what it touched at the start); the round's break
+/// is the start where that radius is largest (ties: lower objective, then
+/// lower start). Returns (start, break index, transition), the transition
+/// being the first exceedance (`None` when the whole path stays within).
+pub fn concentrated_break(
+    paths: &[StartPath],
+    order: &OrderFn,
+    threshold: f64,
+) -> Option<(usize, usize, Option<Transition>)> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let ord: Vec<f64> = p.points.iter().map(order).collect();
+            let base = *ord.first()?;
+            if !(base > 0.0) {
+                return None;
+            }
+            let out = ord.iter().position(|&o| !(o <= (1.0 + threshold) * base));
+            let i = match out {
+                Some(0) => return None,
+                Some(k) => k - 1,
+                None => ord.len() - 1,
+            };
+            let t = out.map(|k| Transition {
+                index: k,
+                radius: p.points[k].radius,
+                change: (ord[k] - base) / base,
+            });
+            Some((p.start, i, t, p.points[i].radius, p.points[i].objective))
+        })
+        .min_by(|a, b| b.3.total_cmp(&a.3).then(a.4.total_cmp(&b.4)).then(a.0.cmp(&b.0)))
+        .map(|(s, i, t, _, _)| (s, i, t))
+}
+
 /// Enumerates breaks by deflation (module docs). `order` defaults to the
 /// participation ratio of `c`.
 pub fn enumerate<O: Objective>(
@@ -151,6 +193,7 @@ pub fn enumerate<O: Objective>(
             Err(e) => return Err(e),
         };
         let pick = match params.threshold {
+            Some(th) if params.cumulative => concentrated_break(&paths, order, th),
             Some(th) => best_transition(&paths, order, th).map(|(s, i, t)| (s, i, Some(t))),
             None => paths
                 .iter()

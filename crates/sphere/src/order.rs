@@ -89,16 +89,31 @@ pub struct Transition {
 /// `threshold` relative to its previous value (e.g. 0.3 = a 30% rise or
 /// fall). Non-positive or non-finite values are skipped.
 pub fn detect_transition(radii: &[f64], order: &[f64], threshold: f64) -> Option<Transition> {
-    (1..radii.len().min(order.len())).find_map(|k| {
+    changes(radii, order).find(|t| t.change.abs() > threshold)
+}
+
+/// The consecutive pair of radii where `order` changes the most relative
+/// to its previous value, if that change exceeds `threshold` (the first
+/// such pair on ties). Non-positive or non-finite values are skipped.
+pub fn sharpest_transition(radii: &[f64], order: &[f64], threshold: f64) -> Option<Transition> {
+    changes(radii, order)
+        .filter(|t| t.change.abs() > threshold)
+        .fold(None, |best: Option<Transition>, t| match best {
+            Some(b) if b.change.abs() >= t.change.abs() => Some(b),
+            _ => Some(t),
+        })
+}
+
+fn changes<'a>(radii: &'a [f64], order: &'a [f64]) -> impl Iterator<Item = Transition> + 'a {
+    (1..radii.len().min(order.len())).filter_map(|k| {
         let prev = order[k - 1];
         if !(prev > 0.0) || !order[k].is_finite() {
             return None;
         }
-        let change = (order[k] - prev) / prev;
-        (change.abs() > threshold).then_some(Transition {
+        Some(Transition {
             index: k,
             radius: radii[k],
-            change,
+            change: (order[k] - prev) / prev,
         })
     })
 }

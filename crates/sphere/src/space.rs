@@ -20,6 +20,9 @@
 use crate::SphereError;
 use gensplit_models::ParamLayout;
 
+/// A block, its shape (rows, cols) and its principal right vectors.
+type Principal = (gensplit_models::Block, usize, usize, Vec<Vec<f64>>);
+
 /// A search space: `K` columns of length `n`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Coords {
@@ -111,6 +114,88 @@ impl Coords {
         k: usize,
         energy: f64,
     ) -> Result<Self, SphereError> {
+        let (b, _, _, vs) = Self::principal_directions(theta, layout, block, k, energy)?;
+        Self::block_directions_in(theta, &b, &vs)
+    }
+
+    /// Like [`Coords::block_components`], but the shrink directions are
+    /// rotated within the span of those components so that, to first order,
+    /// their costs decouple: with `G = ∂L/∂W` at θ (`grad`, the full
+    /// gradient of the searched loss) and `V` the components' right vectors,
+    /// the directions are `V qᵢ` for the eigenvectors `qᵢ` of
+    /// `−sym(Vᵀ Wᵀ G V)` (the first-order loss change of shrinking along
+    /// `V q` is `qᵀ (−sym(VᵀWᵀGV)) q`). Principal components with close
+    /// singular values are arbitrary mixtures of the modules that share
+    /// them; the loss's first-order costs tell those modules apart when
+    /// their votes differ. Label-free: it reads the training loss's
+    /// gradient only.
+    pub fn block_components_rotated(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+        grad: &[f64],
+    ) -> Result<Self, SphereError> {
+        if grad.len() != theta.len() {
+            return Err(SphereError::Length {
+                what: "gradient",
+                expected: theta.len(),
+                got: grad.len(),
+            });
+        }
+        let (b, rows, cols, vs) = Self::principal_directions(theta, layout, block, k, energy)?;
+        let m = vs.len();
+        let w = &theta[b.offset..b.offset + rows * cols];
+        let g = &grad[b.offset..b.offset + rows * cols];
+        // A = Wᵀ G (cols × cols), then C = −sym(Vᵀ A V) (m × m)
+        let mut a = vec![0.0; cols * cols];
+        for r in 0..rows {
+            for i in 0..cols {
+                let wi = w[r * cols + i];
+                for j in 0..cols {
+                    a[i * cols + j] += wi * g[r * cols + j];
+                }
+            }
+        }
+        let av: Vec<Vec<f64>> = vs
+            .iter()
+            .map(|v| {
+                (0..cols)
+                    .map(|i| (0..cols).map(|j| a[i * cols + j] * v[j]).sum())
+                    .collect()
+            })
+            .collect();
+        let mut c = vec![0.0; m * m];
+        for i in 0..m {
+            for j in 0..m {
+                let vij: f64 = vs[i].iter().zip(&av[j]).map(|(x, y)| x * y).sum();
+                let vji: f64 = vs[j].iter().zip(&av[i]).map(|(x, y)| x * y).sum();
+                c[i * m + j] = -0.5 * (vij + vji);
+            }
+        }
+        let (_, q) = gensplit_eigen::dense::sym_eig(&c, m).map_err(|e| SphereError::Param {
+            field: "grad",
+            reason: format!("eigendecomposition of the first-order cost failed: {e}"),
+        })?;
+        let dirs: Vec<Vec<f64>> = (0..m)
+            .map(|l| {
+                let ql = &q[l * m..(l + 1) * m];
+                (0..cols).map(|i| (0..m).map(|t| ql[t] * vs[t][i]).sum()).collect()
+            })
+            .collect();
+        Self::block_directions_in(theta, &b, &dirs)
+    }
+
+    /// The block, its shape (rows, cols), and the right vectors of its
+    /// top principal components (module docs of [`Coords::block_components`]).
+    fn principal_directions(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+    ) -> Result<Principal, SphereError> {
         if !(energy > 0.0 && energy <= 1.0) {
             return Err(SphereError::Param {
                 field: "energy",
@@ -159,8 +244,21 @@ impl Coords {
                 break;
             }
             held += vals[j];
-            let v = &vecs[j * cols..(j + 1) * cols];
-            // W v = σ u ; column = −(W v) vᵀ
+            out.push(vecs[j * cols..(j + 1) * cols].to_vec());
+        }
+        Ok((b, rows, cols, out))
+    }
+
+    /// Shrink columns `−(W v) vᵀ` of block `b` for unit vectors `v`.
+    fn block_directions_in(theta: &[f64], b: &gensplit_models::Block, dirs: &[Vec<f64>]) -> Result<Self, SphereError> {
+        let rows = b.shape.first().copied().unwrap_or(1).max(1);
+        let size: usize = b.shape.iter().product();
+        let cols = size / rows;
+        let w = &theta[b.offset..b.offset + size];
+        let mut out = Vec::new();
+        for v in dirs {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let v: Vec<f64> = v.iter().map(|x| x / n).collect();
             let wv: Vec<f64> = (0..rows)
                 .map(|r| (0..cols).map(|i| w[r * cols + i] * v[i]).sum())
                 .collect();

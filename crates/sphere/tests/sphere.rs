@@ -82,6 +82,7 @@ fn enumeration_finds_every_planted_module_once() {
         max_modules: 3,
         threshold: None,
         max_loss: None,
+        cumulative: false,
     };
     let found = enumerate(&obj, &theta, &coords, &params, None, &mut |_, _| {}).unwrap();
     let energy = |c: &[f64], m: usize| c[9 * m..9 * m + 9].iter().map(|x| x * x).sum::<f64>();
@@ -136,6 +137,7 @@ proptest! {
             max_modules: dim,
             threshold: None, // every round gives a break
             max_loss: None,
+            cumulative: false,
         };
         let e = enumerate(&toy, &theta0, &coords, &params, None, &mut |_, _| {}).unwrap();
         prop_assert!(!e.breaks.is_empty());
@@ -339,4 +341,108 @@ fn block_components_delete_singular_components_and_keep_the_energy_share() {
         Err(SphereError::Param { field: "block", .. })
     ));
     assert!(Coords::block_components(&theta, model.layout(), "embed", 3, 0.0).is_err());
+}
+
+#[test]
+fn rotated_block_components_follow_the_first_order_costs() {
+    // W = 2 e₀f₀ᵀ + 2 e₁f₁ᵀ: two equal singular values, so the principal
+    // components are any rotation of (f₀, f₁). With G = −W M the first-order
+    // cost matrix is −sym(WᵀG) = 4M, whose eigenvectors in that span are
+    // (f₀ ± f₁)/√2: the rotated columns must be −(W v) vᵀ for those v.
+    let (model, mut theta, _) = planted::lookup_modules(3, &[1.0]);
+    let b = model.layout().blocks()[0].clone(); // embed [3, 3]
+    let w = [2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0];
+    theta[b.offset..b.offset + 9].copy_from_slice(&w);
+    let m = [1.0, 0.5, 0.0, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0];
+    let mut grad = vec![0.0; theta.len()];
+    for r in 0..3 {
+        for j in 0..3 {
+            grad[b.offset + r * 3 + j] = -(0..3).map(|i| w[r * 3 + i] * m[i * 3 + j]).sum::<f64>();
+        }
+    }
+    let c = Coords::block_components_rotated(&theta, model.layout(), "embed", 3, 1.0, &grad).unwrap();
+    assert_eq!(c.dim(), 2);
+    let s = 0.5f64.sqrt();
+    let candidates: Vec<Vec<f64>> = [[s, s, 0.0], [s, -s, 0.0]]
+        .iter()
+        .map(|v| {
+            let wv: Vec<f64> = (0..3).map(|r| (0..3).map(|i| w[r * 3 + i] * v[i]).sum()).collect();
+            (0..9).map(|k| -wv[k / 3] * v[k % 3]).collect()
+        })
+        .collect();
+    let mut matched = [false; 2];
+    for j in 0..2 {
+        let mut e = vec![0.0; 2];
+        e[j] = 1.0;
+        let d = c.delta(&e);
+        let blk = &d[b.offset..b.offset + 9];
+        let hit = candidates
+            .iter()
+            .position(|cand| cand.iter().zip(blk).all(|(a, b)| (a - b).abs() < 1e-12))
+            .unwrap_or_else(|| panic!("column {j} = {blk:?} is not a decoupled direction"));
+        matched[hit] = true;
+        assert!(d
+            .iter()
+            .enumerate()
+            .all(|(k, x)| (b.offset..b.offset + 9).contains(&k) || *x == 0.0));
+    }
+    assert_eq!(matched, [true, true], "both directions appear once");
+    assert!(matches!(
+        Coords::block_components_rotated(&theta, model.layout(), "embed", 3, 1.0, &grad[1..]),
+        Err(SphereError::Length { what: "gradient", .. })
+    ));
+}
+
+#[test]
+fn concentrated_break_takes_the_start_that_stays_within_its_start_longest() {
+    let path = |start: usize, ord: &[f64]| StartPath {
+        start,
+        points: ord
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| RadiusPoint {
+                radius: 0.5 * (i + 1) as f64,
+                objective: o,
+                loss: o,
+                c: vec![0.0],
+                participation: o,
+                grad_norm: 0.0,
+                accepted: 0,
+            })
+            .collect(),
+    };
+    let order = |p: &RadiusPoint| p.participation;
+    // start 0 leaves the band 10·1.3 = 13 at index 3; start 1 at index 1;
+    // start 2 has a non-positive first value (skipped)
+    let paths = vec![
+        path(0, &[10.0, 11.0, 12.5, 20.0]),
+        path(1, &[10.0, 14.0, 15.0, 16.0]),
+        path(2, &[0.0, 1.0, 1.0, 1.0]),
+    ];
+    let (s, i, t) = concentrated_break(&paths, &order, 0.3).unwrap();
+    assert_eq!((s, i), (0, 2));
+    let t = t.unwrap();
+    assert_eq!(t.index, 3);
+    assert!((t.change - 1.0).abs() < 1e-12);
+    // a path that never leaves the band breaks at its last radius, without a transition
+    let paths = vec![path(0, &[10.0, 11.0, 12.0])];
+    assert_eq!(concentrated_break(&paths, &order, 0.3), Some((0, 2, None)));
+    // leaving at the second radius already: the break is the first radius
+    let (s, i, t) = concentrated_break(&[path(1, &[10.0, 20.0])], &order, 0.3).unwrap();
+    assert_eq!((s, i, t.map(|t| t.index)), (1, 0, Some(1)));
+    // a non-positive first value gives no break
+    assert_eq!(concentrated_break(&[path(2, &[0.0, 1.0])], &order, 0.3), None);
+}
+
+#[test]
+fn sharpest_transition_takes_the_largest_relative_jump() {
+    let radii = [1.0, 2.0, 3.0, 4.0];
+    let t = sharpest_transition(&radii, &[10.0, 14.0, 28.0, 30.0], 0.3).unwrap();
+    assert_eq!(t.index, 2);
+    assert!((t.change - 1.0).abs() < 1e-12);
+    assert_eq!(
+        detect_transition(&radii, &[10.0, 14.0, 28.0, 30.0], 0.3).unwrap().index,
+        1
+    );
+    assert!(sharpest_transition(&radii, &[10.0, 11.0, 12.0, 13.0], 0.3).is_none());
 }
