@@ -126,6 +126,8 @@ pub struct ReproConfig {
     pub modadd_seed2: ModAddRecipe,
     /// The sphere search on both modular-addition networks.
     pub sphere: crate::sphere::SphereConfig,
+    /// The sphere search on the pretrained CNN's mixed loss.
+    pub sphere_cnn: crate::sphere_cnn::CnnSphereConfig,
 }
 
 /// The second modular-addition network: `m` with init seed 40 and batch
@@ -298,6 +300,7 @@ impl ReproConfig {
             modadd_seed2: second_modadd(&modadd),
             modadd,
             sphere: crate::sphere::SphereConfig::full(),
+            sphere_cnn: crate::sphere_cnn::CnnSphereConfig::full(),
         }
     }
 
@@ -359,6 +362,7 @@ impl ReproConfig {
         c.steer_mixed_only = c.steer.clone();
         c.modadd_seed2 = second_modadd(&c.modadd);
         c.sphere = crate::sphere::SphereConfig::quick();
+        c.sphere_cnn = crate::sphere_cnn::CnnSphereConfig::quick();
         c
     }
 

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 /// Every code component, as (name, workspace-relative paths). A path is a
 /// file or a directory (every file under it, recursively).
-pub const COMPONENTS: [(&str, &[&str]); 11] = [
+pub const COMPONENTS: [(&str, &[&str]); 12] = [
     ("gensplit-data", &["crates/data/Cargo.toml", "crates/data/src"]),
     ("gensplit-models", &["crates/models/Cargo.toml", "crates/models/src"]),
     ("gensplit-hvp", &["crates/hvp/Cargo.toml", "crates/hvp/src"]),
@@ -40,6 +40,7 @@ pub const COMPONENTS: [(&str, &[&str]); 11] = [
     ("xtask-blocks", &["xtask/src/blocks.rs"]),
     ("xtask-steer", &["xtask/src/steer.rs"]),
     ("xtask-sphere", &["xtask/src/sphere.rs"]),
+    ("xtask-sphere-cnn", &["xtask/src/sphere_cnn.rs"]),
 ];
 
 /// The components whose code computes `stage` (its inputs' code reaches its
@@ -81,8 +82,17 @@ pub fn stage_components(stage: &str) -> Option<&'static [&'static str]> {
         "xtask-stages",
         "xtask-sphere",
     ];
+    const SPHERE_CNN: &[&str] = &[
+        "gensplit-data",
+        "gensplit-models",
+        "gensplit-eigen",
+        "gensplit-sphere",
+        "xtask-stages",
+        "xtask-sphere-cnn",
+    ];
     Some(match stage {
         "data" => DATA,
+        "sphere_cnn" => SPHERE_CNN,
         "hessian_blocks" => BLOCKS,
         s if s.starts_with("train_") => TRAIN,
         s if s.starts_with("hessian_") => HESSIAN,

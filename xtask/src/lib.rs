@@ -13,6 +13,7 @@ pub mod hessian;
 pub mod pipeline;
 pub mod report;
 pub mod sphere;
+pub mod sphere_cnn;
 pub mod sphere_report;
 pub mod stages;
 pub mod steer;

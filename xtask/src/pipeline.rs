@@ -199,6 +199,12 @@ pub fn plan(cfg: &ReproConfig, data_fp: &BTreeMap<String, String>) -> Result<Vec
             &[train],
         )?);
     }
+    out.push(spec(
+        "sphere_cnn",
+        version::SPHERE,
+        &cfg.sphere_cnn,
+        &["train_cnn_pretrained", "data"],
+    )?);
     Ok(out)
 }
 
@@ -246,6 +252,7 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
         ("steer_mixed_only", 1080.0),
         ("sphere_modadd", 300.0),
         ("sphere_modadd_seed2", 100.0),
+        ("sphere_cnn", 40.0),
     ];
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
@@ -255,7 +262,7 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
 /// [`estimate_seconds`] of the quick preset: one quick run's stage times on
 /// the 2-core development machine (measured while builds shared the cores)
 /// scaled to the uncontended quick run's 79 s in all.
-const QUICK_ESTIMATES: [(&str, f64); 17] = [
+const QUICK_ESTIMATES: [(&str, f64); 18] = [
     ("data", 1.0),
     ("train_cnn_mixed_only", 1.0),
     ("train_cnn_pretrained", 2.0),
@@ -273,6 +280,7 @@ const QUICK_ESTIMATES: [(&str, f64); 17] = [
     ("steer_mixed_only", 23.0),
     ("sphere_modadd", 10.0),
     ("sphere_modadd_seed2", 5.0),
+    ("sphere_cnn", 1.0),
 ];
 
 /// How a stage was satisfied in this run.
@@ -417,6 +425,8 @@ pub struct Outputs {
     pub modadd_seed2: ModAddResult,
     /// Sphere search on both modular-addition networks.
     pub sphere: Vec<crate::sphere::SphereResult>,
+    /// Sphere search on the pretrained CNN's mixed loss.
+    pub sphere_cnn: crate::sphere_cnn::CnnSphereResult,
     /// The image datasets (in memory, for the export).
     pub images: Images,
 }
@@ -535,8 +545,12 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         })?;
         sphere.push(r);
     }
+    let (_, sphere_cnn) = ctx.stage("sphere_cnn", || {
+        crate::sphere_cnn::run(&cnn_pretrained, &images, &cfg.sphere_cnn)
+    })?;
     hessian.push(hessian_modadd);
     Ok(Outputs {
+        sphere_cnn,
         modadd_seed2,
         sphere,
         data,

@@ -85,6 +85,10 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
         &[&out.steer_pretrained, &out.steer_mixed_only],
         &cfg.steer.relearn.record_at,
     );
+    let mut sphere = crate::sphere_report::summary(&out.sphere);
+    if let Some(m) = sphere.as_object_mut() {
+        m.insert("cnn".into(), crate::sphere_cnn::summary(&out.sphere_cnn));
+    }
     json!({
         "config": {"quick": quick, "effective": cfg},
         "steering": steering,
@@ -107,7 +111,7 @@ pub fn summary(out: &Outputs, cfg: &crate::config::ReproConfig, runs: &[StageRun
             "step_test_99": out.modadd_seed2.step_test_99,
             "train_seconds": compute("train_modadd_seed2"),
         },
-        "sphere": crate::sphere_report::summary(&out.sphere),
+        "sphere": sphere,
         "hessian": hessian,
         "timings_s": timings,
         "stages": stages,
@@ -536,6 +540,13 @@ pub fn write(
         })
         .collect();
     crate::sphere_report::markdown(&mut md, &out.sphere, &sphere_figs, &sphere_secs)?;
+    crate::sphere_cnn::markdown(
+        &mut md,
+        &out.sphere_cnn,
+        runs.iter()
+            .find(|x| x.stage == "sphere_cnn")
+            .and_then(|x| x.compute_seconds),
+    )?;
     writeln!(
         md,
         "## Stages\n\nThe payload hash identifies a result whatever key or code made it: equal hashes, equal results.\n\n| stage | key | payload SHA-256 | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | --- | ---: | ---: |"

@@ -43,7 +43,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     xtask::reproduce(&cfg, &b, false, &mnist()).unwrap();
     // same config and seeds -> bit-identical artifacts
     let (fa, fb) = (artifacts(&a), artifacts(&b));
-    assert_eq!(fa.len(), 17); // data, 4 training, 7 Hessian, per-layer, 2 steering, 2 sphere stages
+    assert_eq!(fa.len(), 18); // data, 4 training, 7 Hessian, per-layer, 2 steering, 3 sphere stages
     assert_eq!(fa, fb);
 
     // second run in the same directory: every stage is a cache hit
@@ -73,7 +73,7 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
     let runs = xtask::reproduce(&cfg2, &a, false, &mnist()).unwrap();
     let recomputed: Vec<&str> = runs.iter().filter(|r| !r.cached).map(|r| r.stage.as_str()).collect();
     assert_eq!(recomputed, ["train_modadd", "hessian_modadd", "sphere_modadd"]);
-    assert_eq!(artifacts(&a).len(), 20);
+    assert_eq!(artifacts(&a).len(), 21);
 
     // summary.json has the documented schema
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("report/summary.json")).unwrap()).unwrap();
@@ -109,6 +109,18 @@ fn tiny_pipeline_is_deterministic_cached_and_self_healing() {
             best.get("enumeration_formulation").is_some(),
             "sphere.{label}.best.enumeration_formulation"
         );
+    }
+    // sphere.cnn.breaks: list of {acc_digits, acc_patterns, acc_mixed, radius}
+    let cnn = &s["sphere"]["cnn"];
+    assert!(cnn["paths"].as_u64().is_some_and(|n| n > 0), "sphere.cnn.paths");
+    for b in cnn["breaks"].as_array().expect("sphere.cnn.breaks") {
+        for k in ["acc_digits", "acc_patterns", "acc_mixed"] {
+            assert!(
+                b[k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)),
+                "sphere.cnn.breaks[].{k}"
+            );
+        }
+        assert!(b["radius"].as_f64().is_some_and(|r| r > 0.0));
     }
     assert!(s["modadd"]["key_frequencies"].as_array().is_some());
     assert!(s["config"]["quick"].as_bool().is_some());

@@ -88,7 +88,7 @@ fn sigkill_mid_stage_then_rerun_completes_and_reuses_only_verified_artifacts() {
     // two interruptions: in a Hessian stage, then (on the rerun) in steering
     let log = run_and_kill(&out, "hessian_patterns", Duration::from_millis(30));
     assert!(!log.contains("\x1b["), "colour codes in a piped log:\n{log}");
-    assert!(log.contains("stage 1/17 data: computing"), "{log}");
+    assert!(log.contains("stage 1/18 data: computing"), "{log}");
     let before = verified_artifacts(&out);
     let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     for stage in ["data", "train_cnn_mixed_only", "train_cnn_pretrained", "train_modadd"] {
@@ -105,15 +105,15 @@ fn sigkill_mid_stage_then_rerun_completes_and_reuses_only_verified_artifacts() {
     assert!(!log.contains("\x1b["), "colour codes in a piped log:\n{log}");
     assert!(log.contains("report written to"), "{log}");
     assert!(log.contains("report.md"), "{log}");
-    for n in 1..=17 {
-        assert!(log.contains(&format!("stage {n}/17 ")), "no progress line {n}:\n{log}");
+    for n in 1..=18 {
+        assert!(log.contains(&format!("stage {n}/18 ")), "no progress line {n}:\n{log}");
     }
     // it reused exactly the artifacts that existed before it, each verified
     // and stored under the key the run asked for
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report/summary.json")).unwrap()).unwrap();
     let stages = summary["stages"].as_object().unwrap();
-    assert_eq!(stages.len(), 17);
+    assert_eq!(stages.len(), 18);
     for (stage, s) in stages {
         let key = s["key"].as_str().unwrap();
         let file = format!("{stage}-{}.bin", &key[..16]);
@@ -124,7 +124,7 @@ fn sigkill_mid_stage_then_rerun_completes_and_reuses_only_verified_artifacts() {
         }
     }
     let after = verified_artifacts(&out);
-    assert_eq!(after.len(), 17, "{after:?}");
+    assert_eq!(after.len(), 18, "{after:?}");
     for b in &before {
         assert!(after.contains(b), "{b:?} changed");
     }
