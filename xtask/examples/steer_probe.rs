@@ -66,8 +66,15 @@ fn main() -> Result<()> {
         .collect()
     };
     let cal_n = get("cal", 512.0) as usize;
-    let cal = sets(0, cal_n);
-    let cal_full = sets(cal_n, 2048 - cal_n);
+    let mut cal = sets(0, cal_n);
+    let mut cal_full = sets(cal_n, 2048 - cal_n);
+    if get("demix", 0.0) > 0.0 {
+        // semi-supervised with patterns known: digits become de-mixed
+        // stand-ins (mixed minus the best-fitting known pattern).
+        let known = cal_full["patterns"].clone();
+        cal.insert("digits", gensplit_steer::demix::average(&cal["mixed"], &known)?);
+        cal_full.insert("digits", gensplit_steer::demix::average(&cal_full["mixed"], &known)?);
+    }
     let held = sets(5000, 2000);
     fn ev<'a>(m: &'a BTreeMap<&'static str, Dataset>) -> Vec<(&'static str, &'a Dataset)> {
         m.iter().map(|(k, v)| (*k, v)).collect()
@@ -89,7 +96,7 @@ fn main() -> Result<()> {
             objective: Objective::MinAcc(ablate.into()),
             keep: keep.into(),
             base_keep_acc: base[keep].acc,
-            max_drop: 0.02,
+            max_drop: get("drop", 0.02),
         };
         let t0 = std::time::Instant::now();
         if !skip_walk {
@@ -102,6 +109,9 @@ fn main() -> Result<()> {
                 keep_gradient: get("kg", 0.0) > 0.0,
                 restore_tol: get("tol", 0.01),
                 restore_weight: get("w", 1.0),
+                batch: get("batch", 0.0) as usize,
+                seed: get("seed", 0.0) as u64,
+                stop_acc: get("stop", 0.0),
             };
             let (pts, ths) = walk::curvature_ascent(
                 model,
