@@ -50,6 +50,38 @@ fn main() -> Result<()> {
         },
         &cfg.data,
     )?;
+    if get("show", 0.0) > 0.0 {
+        // Print a steer_pretrained artifact's semi-supervised operating points.
+        let r: xtask::steer::SteerResult = load("steer_pretrained")?;
+        for d in &r.directions {
+            for run in &d.runs {
+                let acc = |s: &str| run.heldout.get(s).map_or(f64::NAN, |e| e.acc);
+                println!(
+                    "{} {} {}: alpha {:.3} held digits {:.4} patterns {:.4} mixed {:.4}{}",
+                    d.scenario,
+                    d.dir,
+                    run.method,
+                    run.alpha,
+                    acc("digits"),
+                    acc("patterns"),
+                    acc("mixed"),
+                    if d.best.as_deref() == Some(run.method.as_str()) {
+                        "  (best)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let b = |s: &str| r.base_heldout.get(s).map_or(f64::NAN, |e| e.acc);
+        println!(
+            "base held digits {:.4} patterns {:.4} mixed {:.4}",
+            b("digits"),
+            b("patterns"),
+            b("mixed")
+        );
+        return Ok(());
+    }
     let trained: Trained = load("train_cnn_pretrained")?;
     let hd: HessianResult = load("hessian_digits")?;
     let hp: HessianResult = load("hessian_patterns")?;
@@ -75,7 +107,7 @@ fn main() -> Result<()> {
         cal.insert("digits", gensplit_steer::demix::average(&cal["mixed"], &known)?);
         cal_full.insert("digits", gensplit_steer::demix::average(&cal_full["mixed"], &known)?);
     }
-    let held = sets(5000, 2000);
+    let held = sets(5000, get("held", 2000.0) as usize);
     fn ev<'a>(m: &'a BTreeMap<&'static str, Dataset>) -> Vec<(&'static str, &'a Dataset)> {
         m.iter().map(|(k, v)| (*k, v)).collect()
     }
@@ -110,6 +142,7 @@ fn main() -> Result<()> {
                 restore_tol: get("tol", 0.01),
                 restore_weight: get("w", 1.0),
                 batch: get("batch", 0.0) as usize,
+                keep_batch: get("kb", 0.0) as usize,
                 seed: get("seed", 0.0) as u64,
                 stop_acc: get("stop", 0.0),
             };

@@ -345,6 +345,20 @@ impl Ctx<'_> {
     }
 }
 
+/// CPU seconds (user + system, all threads) this process has used, from
+/// `/proc/self/stat` in clock ticks of 1/100 s (Linux's USER_HZ); `None`
+/// elsewhere. Logged next to wall time: on a shared machine the wall time of
+/// a phase says more about the other jobs than about the phase.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn dir_name(ablate: &str) -> String {
     format!("ablate_{ablate}")
 }
@@ -452,7 +466,15 @@ pub fn run(
     // --- cross products H_s U_r (r ≠ s), the shared input of the
     // cross-curvature matrix and the generalized eigenproblems.
     let clock = std::time::Instant::now();
-    let phase = |what: &str| tracing::info!(model = name, secs = clock.elapsed().as_secs_f64(), "steer: {what} done");
+    let cpu0 = process_cpu_seconds();
+    let phase = |what: &str| {
+        tracing::info!(
+            model = name,
+            secs = clock.elapsed().as_secs_f64(),
+            cpu_secs = process_cpu_seconds().zip(cpu0).map(|(a, b)| a - b),
+            "steer: {what} done"
+        )
+    };
     let prod_n = match cfg.product_subset {
         0 => hc.subset,
         p => p.min(hc.subset),

@@ -78,13 +78,16 @@ pub struct AscentParams {
     pub restore_tol: f64,
     /// Weight of the restoring component (relative to the unit ascent step).
     pub restore_weight: f64,
-    /// Samples per step (0 = every sample): each step reads a fresh seeded
-    /// minibatch of the ablate samples and, with the keep-gradient guard, of
-    /// the keep samples (the restoring test compares the minibatch's keep
-    /// loss with its own value at θ*, so the test is paired, not noisy).
-    /// `H_k` stays on the operator's fixed samples.
+    /// Ablate samples per step (0 = every sample): each step reads a fresh
+    /// seeded minibatch of them.
     #[serde(default)]
     pub batch: usize,
+    /// Keep samples per step of the keep-gradient guard (0 = every keep
+    /// sample, the same at every step): a fresh seeded minibatch, and the
+    /// restoring test then compares the minibatch's keep loss with its own
+    /// value at θ* (paired). `H_k` stays on the operator's fixed samples.
+    #[serde(default)]
+    pub keep_batch: usize,
     /// Minibatch seed (with `batch > 0`).
     #[serde(default)]
     pub seed: u64,
@@ -199,7 +202,7 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
             reason: format!("must be in [0, 1], got {}", params.stop_acc),
         });
     }
-    let base_keep_loss = match (keep_data, params.batch) {
+    let base_keep_loss = match (keep_data, params.keep_batch) {
         (Some(d), 0) => loss_and_grad(model, theta, &d.inputs(), &d.labels)?.loss,
         _ => 0.0,
     };
@@ -250,8 +253,8 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
         }
         if let Some(kd_all) = keep_data {
             let kmb;
-            let (kd, base) = if params.batch > 0 {
-                kmb = minibatch(&mut rng, kd_all, params.batch);
+            let (kd, base) = if params.keep_batch > 0 {
+                kmb = minibatch(&mut rng, kd_all, params.keep_batch);
                 (&kmb, loss_and_grad(model, theta, &kmb.inputs(), &kmb.labels)?.loss)
             } else {
                 (kd_all, base_keep_loss)

@@ -199,6 +199,7 @@ fn steering_breaks_the_planted_route_and_keeps_the_other() {
             restore_tol: 0.0,
             restore_weight: 0.0,
             batch: 0,
+            keep_batch: 0,
             seed: 0,
             stop_acc: 0.0,
         },
@@ -247,6 +248,7 @@ fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
         restore_tol: 0.01,
         restore_weight: 1.0,
         batch: 4,
+        keep_batch: 3,
         seed: 3,
         stop_acc: 0.2,
     };
