@@ -968,9 +968,9 @@ eigenspace. The kept rule enters only through its curvature at θ*.
 component that would raise the kept loss is removed, and a restoring step along −∇L_keep is added once the kept \
 loss exceeds its θ* value by a small slack): a constrained ascent, maximize L_ablate subject to L_keep ≈ L_keep(θ*), \
 on the complement of the kept rule's top eigenspace. It reads the same data as the unlearning baseline. In the \
-full configuration each step reads a fresh seeded minibatch (512 images) of the ablate and keep calibration \
-images, the kept rule's H_keep comes from 512 images, and the walk stops once the step's minibatch is at chance \
-level (`steer.guarded.{batch,seed,stop_acc}`); `curv_ascent` is left out of the full configuration (it was dominated \
+full configuration each step reads a fresh seeded minibatch (512 images) of the ablate calibration images while \
+the keep guard (gradient and H_keep) stays on 1,024 fixed keep images, and the walk stops once the step's \
+minibatch is at chance level (`steer.guarded.{batch,keep_batch,seed,stop_acc}`); `curv_ascent` is left out of the full configuration (it was dominated \
 by `guarded_ascent` in both directions) and kept in the quick one.
 
 **unlearn**: Adam fine-tuning from θ* on L_keep − L_ablate (the usual unlearning objective), evaluated along its \
