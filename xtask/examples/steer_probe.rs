@@ -50,6 +50,38 @@ fn main() -> Result<()> {
         },
         &cfg.data,
     )?;
+    if get("show", 0.0) > 0.0 {
+        // Print a steer_pretrained artifact's semi-supervised operating points.
+        let r: xtask::steer::SteerResult = load("steer_pretrained")?;
+        for d in &r.directions {
+            for run in &d.runs {
+                let acc = |s: &str| run.heldout.get(s).map_or(f64::NAN, |e| e.acc);
+                println!(
+                    "{} {} {}: alpha {:.3} held digits {:.4} patterns {:.4} mixed {:.4}{}",
+                    d.scenario,
+                    d.dir,
+                    run.method,
+                    run.alpha,
+                    acc("digits"),
+                    acc("patterns"),
+                    acc("mixed"),
+                    if d.best.as_deref() == Some(run.method.as_str()) {
+                        "  (best)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let b = |s: &str| r.base_heldout.get(s).map_or(f64::NAN, |e| e.acc);
+        println!(
+            "base held digits {:.4} patterns {:.4} mixed {:.4}",
+            b("digits"),
+            b("patterns"),
+            b("mixed")
+        );
+        return Ok(());
+    }
     let trained: Trained = load("train_cnn_pretrained")?;
     let hd: HessianResult = load("hessian_digits")?;
     let hp: HessianResult = load("hessian_patterns")?;
@@ -66,9 +98,16 @@ fn main() -> Result<()> {
         .collect()
     };
     let cal_n = get("cal", 512.0) as usize;
-    let cal = sets(0, cal_n);
-    let cal_full = sets(cal_n, 2048 - cal_n);
-    let held = sets(5000, 2000);
+    let mut cal = sets(0, cal_n);
+    let mut cal_full = sets(cal_n, 2048 - cal_n);
+    if get("demix", 0.0) > 0.0 {
+        // semi-supervised with patterns known: digits become de-mixed
+        // stand-ins (mixed minus the best-fitting known pattern).
+        let known = cal_full["patterns"].clone();
+        cal.insert("digits", gensplit_steer::demix::average(&cal["mixed"], &known)?);
+        cal_full.insert("digits", gensplit_steer::demix::average(&cal_full["mixed"], &known)?);
+    }
+    let held = sets(5000, get("held", 2000.0) as usize);
     fn ev<'a>(m: &'a BTreeMap<&'static str, Dataset>) -> Vec<(&'static str, &'a Dataset)> {
         m.iter().map(|(k, v)| (*k, v)).collect()
     }
@@ -89,7 +128,7 @@ fn main() -> Result<()> {
             objective: Objective::MinAcc(ablate.into()),
             keep: keep.into(),
             base_keep_acc: base[keep].acc,
-            max_drop: 0.02,
+            max_drop: get("drop", 0.02),
         };
         let t0 = std::time::Instant::now();
         if !skip_walk {
@@ -102,6 +141,10 @@ fn main() -> Result<()> {
                 keep_gradient: get("kg", 0.0) > 0.0,
                 restore_tol: get("tol", 0.01),
                 restore_weight: get("w", 1.0),
+                batch: get("batch", 0.0) as usize,
+                keep_batch: get("kb", 0.0) as usize,
+                seed: get("seed", 0.0) as u64,
+                stop_acc: get("stop", 0.0),
             };
             let (pts, ths) = walk::curvature_ascent(
                 model,

@@ -180,11 +180,16 @@ impl ReproConfig {
             k: 20,
             seed_ks: vec![20, 50],
             mu: 0.1,
-            alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
+            // 8 magnitudes (16 points and θ*): every operating point of the
+            // straight lines so far lay at |α| ≤ 1; 3.0 shows the far field.
+            alphas: vec![0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 3.0],
             random_seeds: vec![1, 2, 3, 4, 5],
             random_trials: 5,
+            // `curv_ascent` is left out of the full run (steps = 0): in the
+            // full configuration it was dominated by `guarded_ascent` in
+            // both directions (docs/results.md); the quick preset keeps it.
             ascent: AscentParams {
-                steps: 100,
+                steps: 0,
                 step_size: 0.02,
                 beta: 1.0,
                 mu: 0.1,
@@ -192,9 +197,18 @@ impl ReproConfig {
                 keep_gradient: false,
                 restore_tol: 0.0,
                 restore_weight: 0.0,
+                batch: 0,
+                keep_batch: 0,
+                seed: 0,
+                stop_acc: 0.0,
             },
+            // Minibatches of 512 ablate images per step, stopping at chance
+            // level (10 classes). The keep guard stays on the fixed 1,024
+            // keep images (`ascent_keep_subset`): with minibatches of 512 on
+            // the keep side too, the kept rule lost 2.1 and 2.2 points on
+            // held-out data in the full run, over the 2-point goal.
             guarded: AscentParams {
-                steps: 100,
+                steps: 90,
                 step_size: 0.02,
                 beta: 1.0,
                 mu: 0.1,
@@ -202,6 +216,10 @@ impl ReproConfig {
                 keep_gradient: true,
                 restore_tol: 0.002,
                 restore_weight: 2.0,
+                batch: 512,
+                keep_batch: 0,
+                seed: 1,
+                stop_acc: 0.1,
             },
             walk_k: 50,
             ascent_keep_subset: 1024,
@@ -211,14 +229,18 @@ impl ReproConfig {
                 lr: 1e-4,
                 ascent_weight: 1.0,
                 seed: 9,
-                record_every: 5,
+                record_every: 10,
             },
             relearn_samples: 64,
             relearn: RelearnParams {
                 lr: 1e-3,
                 record_at: vec![0, 10, 25, 50, 100],
             },
+            relearn_eval: 1000,
+            product_subset: 1024,
             max_keep_drop: 0.02,
+            semi_walks: vec!["guarded_ascent".into(), "demix_ascent".into()],
+            stand_in_max_drop: 0.05,
         };
         let modadd = ModAddRecipe {
             data: ModAddConfig {
@@ -359,6 +381,9 @@ impl ReproConfig {
         c.steer.heldout_size = 300;
         c.steer.relearn_samples = 32;
         c.steer.relearn.record_at = vec![0, 10];
+        // One semi-supervised walk (the de-mixed one) keeps the quick run
+        // within its time budget.
+        c.steer.semi_walks = vec!["demix_ascent".into()];
         c.steer_mixed_only = c.steer.clone();
         c.modadd_seed2 = second_modadd(&c.modadd);
         c.sphere = crate::sphere::SphereConfig::quick();

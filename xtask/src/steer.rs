@@ -30,6 +30,10 @@ use std::collections::BTreeMap;
 /// The three image sets, in the order used everywhere here.
 pub const SETS: [&str; 3] = ["digits", "patterns", "mixed"];
 
+/// Name of the de-mixed stand-ins' calibration set in the semi-supervised
+/// runs' points (`demix_ascent`).
+pub const DEMIXED: &str = "demixed";
+
 /// Settings of a steering stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SteerConfig {
@@ -70,8 +74,40 @@ pub struct SteerConfig {
     pub relearn_samples: usize,
     /// Relearning optimizer and record steps.
     pub relearn: RelearnParams,
+    /// Held-out images (a prefix of the held-out split) on which the
+    /// relearning curves are measured (0 = the whole held-out split).
+    #[serde(default)]
+    pub relearn_eval: usize,
+    /// Calibration images (a prefix of the Hessian's subset) of the cross
+    /// products `H_s U_r` behind the cross-curvature matrix and the
+    /// generalized eigenproblems (0 = the whole Hessian subset).
+    #[serde(default)]
+    pub product_subset: usize,
     /// Allowed kept-rule drop on calibration at the operating point.
     pub max_keep_drop: f64,
+    /// Walks of the semi-supervised runs: `guarded_ascent` (ascend the
+    /// mixed loss guarded by the known rule, or the known rule's loss
+    /// guarded by the mixed data) and/or `demix_ascent` (the same walk with
+    /// the unknown rule's de-mixed stand-ins, `gensplit_steer::demix`, in
+    /// the mixed data's place). With `demix_ascent`, every method of the
+    /// run is judged on the stand-ins (see `run`).
+    #[serde(default = "default_semi_walks")]
+    pub semi_walks: Vec<String>,
+    /// Allowed drop of the de-mixed stand-ins' calibration accuracy at the
+    /// operating point when they stand in for the kept rule (ablate-known
+    /// with `demix_ascent`): they are a noisier proxy than real data (their
+    /// accuracy at θ* is below the real rule's), so the semi-supervised
+    /// goal's 5 points rather than `max_keep_drop`.
+    #[serde(default = "default_stand_in_drop")]
+    pub stand_in_max_drop: f64,
+}
+
+fn default_semi_walks() -> Vec<String> {
+    vec!["guarded_ascent".into()]
+}
+
+fn default_stand_in_drop() -> f64 {
+    0.05
 }
 
 /// One method's run in one scenario and direction.
@@ -188,12 +224,19 @@ struct Ctx<'a> {
     /// images that choose the operating points.
     cal_walk: BTreeMap<&'static str, Dataset>,
     heldout: BTreeMap<&'static str, Dataset>,
+    /// A fourth calibration set evaluated at every point (the de-mixed
+    /// stand-ins of the semi-supervised runs).
+    extra_eval: Option<(&'static str, Dataset)>,
     cfg: &'a SteerConfig,
 }
 
 impl Ctx<'_> {
     fn eval_sets(&self) -> Vec<(&str, &Dataset)> {
-        SETS.iter().map(|s| (*s, &self.cal_eval[s])).collect()
+        let mut v: Vec<(&str, &Dataset)> = SETS.iter().map(|s| (*s, &self.cal_eval[s])).collect();
+        if let Some((name, d)) = &self.extra_eval {
+            v.push((name, d));
+        }
+        v
     }
     fn heldout_sets(&self) -> Vec<(&str, &Dataset)> {
         SETS.iter().map(|s| (*s, &self.heldout[s])).collect()
@@ -271,7 +314,7 @@ impl Ctx<'_> {
         label: &str,
         ascend: &Dataset,
         guard_op: &dyn gensplit_eigen::LinearOperator,
-        guard_basis: &Basis,
+        guard_basis: Option<&Basis>,
         guard_data: &Dataset,
         params: &AscentParams,
         rule: &Rule,
@@ -283,7 +326,7 @@ impl Ctx<'_> {
             self.theta,
             ascend,
             guard_op,
-            Some(guard_basis),
+            guard_basis,
             params.keep_gradient.then_some(guard_data),
             params,
             &self.eval_sets(),
@@ -300,6 +343,20 @@ impl Ctx<'_> {
             None,
         )
     }
+}
+
+/// CPU seconds (user + system, all threads) this process has used, from
+/// `/proc/self/stat` in clock ticks of 1/100 s (Linux's USER_HZ); `None`
+/// elsewhere. Logged next to wall time: on a shared machine the wall time of
+/// a phase says more about the other jobs than about the phase.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn dir_name(ablate: &str) -> String {
@@ -389,13 +446,14 @@ pub fn run(
     let u: BTreeMap<&str, Basis> = SETS.iter().map(|s| Ok((*s, basis(s, k)?))).collect::<Result<_>>()?;
     let uvecs: BTreeMap<&str, Vec<Vec<f64>>> = SETS.iter().map(|s| (*s, u[s].vectors())).collect();
     // The eigenvectors as stored (f32, not re-orthonormalized) for products.
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         model,
         theta,
         cal_eval,
         cal_full,
         cal_walk,
         heldout,
+        extra_eval: None,
         cfg,
     };
     let base_cal = sweep::evaluate_sets(model, theta, &ctx.eval_sets())?;
@@ -407,18 +465,27 @@ pub fn run(
 
     // --- cross products H_s U_r (r ≠ s), the shared input of the
     // cross-curvature matrix and the generalized eigenproblems.
+    let clock = std::time::Instant::now();
+    let cpu0 = process_cpu_seconds();
+    let phase = |what: &str| {
+        tracing::info!(
+            model = name,
+            secs = clock.elapsed().as_secs_f64(),
+            cpu_secs = process_cpu_seconds().zip(cpu0).map(|(a, b)| a - b),
+            "steer: {what} done"
+        )
+    };
+    let prod_n = match cfg.product_subset {
+        0 => hc.subset,
+        p => p.min(hc.subset),
+    };
     let pb = bar(6 * k, &format!("steer {name} H·U"));
     let mut cross_prod: BTreeMap<(&str, &str), Vec<Vec<f64>>> = BTreeMap::new();
     let mut grads: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for s in SETS {
-        let op = HessianOperator::<_, f32>::new(
-            model,
-            theta32.clone(),
-            &ctx.cal_full[s],
-            hc.batch_size,
-            Curvature::Hessian,
-        )
-        .with_context(|| format!("Hessian operator on calibration `{s}`"))?;
+        let prod_data = ctx.cal_full[s].gather(&(0..prod_n).collect::<Vec<_>>());
+        let op = HessianOperator::<_, f32>::new(model, theta32.clone(), &prod_data, hc.batch_size, Curvature::Hessian)
+            .with_context(|| format!("Hessian operator on calibration `{s}`"))?;
         grads.insert(s, op.loss_grad()?.1.iter().map(|&g| g as f64).collect());
         for r in SETS {
             if r == s {
@@ -437,6 +504,7 @@ pub fn run(
         }
     }
     pb.finish_and_clear();
+    phase("cross products H_s U_r");
     // H_r U_r = U_r Λ_r (eigenpairs, residual ≤ tol): no products needed.
     let own = |r: &str| -> Vec<Vec<f64>> {
         uvecs[r]
@@ -562,19 +630,26 @@ pub fn run(
         let walk_basis = basis(keep, cfg.walk_k)?;
         let keep_op =
             HessianOperator::<_, f32>::new(model, theta32.clone(), &keep_data, hc.batch_size, Curvature::Hessian)?;
+        phase(&format!("{} straight lines", dir_name(ablate)));
+        // `ascent.steps = 0` leaves out `curv_ascent` (the full preset: it
+        // is dominated by `guarded_ascent`, see docs/results.md).
         for (method, params) in [("curv_ascent", &cfg.ascent), ("guarded_ascent", &cfg.guarded)] {
+            if params.steps == 0 {
+                continue;
+            }
             push(ctx.walk(
                 method,
                 &label,
                 &ctx.cal_walk[ablate],
                 &keep_op,
-                &walk_basis,
+                Some(&walk_basis),
                 &keep_data,
                 params,
                 &rule,
                 keep,
             )?);
         }
+        phase(&format!("{} walks", dir_name(ablate)));
         let (pts, ths) = walk::unlearn(
             model,
             theta,
@@ -592,6 +667,7 @@ pub fn run(
             BTreeMap::new(),
             None,
         )?);
+        phase(&format!("{} unlearning baseline", dir_name(ablate)));
         // best: lowest calibration ablated accuracy at the operating point
         let best = runs
             .iter()
@@ -609,6 +685,10 @@ pub fn run(
         let sample =
             ctx.cal_walk[ablate].gather(&(0..cfg.relearn_samples.min(ctx.cal_walk[ablate].len())).collect::<Vec<_>>());
         let mut relearn = Vec::new();
+        let relearn_heldout = match cfg.relearn_eval {
+            0 => ctx.heldout[ablate].clone(),
+            m => ctx.heldout[ablate].gather(&(0..m.min(ctx.heldout[ablate].len())).collect::<Vec<_>>()),
+        };
         for (r, th) in runs.iter().zip(&thetas) {
             if [
                 "seed_k50",
@@ -621,10 +701,11 @@ pub fn run(
             .contains(&r.method.as_str())
                 && r.op.is_some()
             {
-                let acc = walk::relearn(model, th, &sample, &ctx.heldout[ablate], &cfg.relearn)?;
+                let acc = walk::relearn(model, th, &sample, &relearn_heldout, &cfg.relearn)?;
                 relearn.push((r.method.clone(), acc));
             }
         }
+        phase(&format!("{} relearning", dir_name(ablate)));
         let best_name = best.map(|i| runs[i].method.clone());
         let best_theta = best.map(|i| thetas[i].clone());
         let mut all = runs;
@@ -647,6 +728,12 @@ pub fn run(
     }
 
     // --- semi-supervised
+    for w in &cfg.semi_walks {
+        if !["guarded_ascent", "demix_ascent"].contains(&w.as_str()) {
+            bail!("steer config: unknown semi-supervised walk `{w}` (known: guarded_ascent, demix_ascent)");
+        }
+    }
+    let demix = cfg.semi_walks.iter().any(|w| w == "demix_ascent");
     for ablate in ["digits", "patterns"] {
         let keep = other(ablate);
         // keep-known: the keep rule's pure data is known; the rule to break
@@ -656,30 +743,56 @@ pub fn run(
         // ablate-known: the rule to break is known, nothing of the rule to
         // keep; the mixed data stands in for it (both rules explain it, so
         // breaking one module leaves mixed accuracy nearly intact).
-        for (scenario, brk, guard, rule) in [
-            (
-                "semi_keep_known",
-                "mixed",
-                keep,
-                Rule {
+        // With `demix_ascent`, the unknown rule's de-mixed stand-ins
+        // (mixed images minus the best-fitting known sample, built from the
+        // mixed data and the known rule's calibration data only) take the
+        // mixed data's place as the thing to break (keep-known) or to keep
+        // (ablate-known), for the walk and for every method's operating
+        // point: on a model that reads mixed images mostly through one
+        // rule, the mixed data cannot stand in for the other.
+        for (scenario, known, brk, guard) in [
+            ("semi_keep_known", keep, "mixed", keep),
+            ("semi_ablate_known", ablate, ablate, "mixed"),
+        ] {
+            let stand_in = if demix {
+                let known_data = &ctx.cal_walk[known];
+                let cal = gensplit_steer::demix::average(&ctx.cal_eval["mixed"], known_data)?;
+                let walk = gensplit_steer::demix::average(&ctx.cal_walk["mixed"], known_data)?;
+                Some((cal, walk))
+            } else {
+                None
+            };
+            ctx.extra_eval = stand_in.as_ref().map(|(cal, _)| (DEMIXED, cal.clone()));
+            let base_stand_in = match &stand_in {
+                Some((cal, _)) => sweep::evaluate_sets(model, theta, &[(DEMIXED, cal)])?[DEMIXED].acc,
+                None => f64::NAN,
+            };
+            let rule = match (scenario, demix) {
+                ("semi_keep_known", false) => Rule {
                     objective: Objective::MaxLoss("mixed".into()),
                     keep: keep.into(),
                     base_keep_acc: base_cal[keep].acc,
                     max_drop: cfg.max_keep_drop,
                 },
-            ),
-            (
-                "semi_ablate_known",
-                ablate,
-                "mixed",
-                Rule {
+                ("semi_keep_known", true) => Rule {
+                    objective: Objective::MinAcc(DEMIXED.into()),
+                    keep: keep.into(),
+                    base_keep_acc: base_cal[keep].acc,
+                    max_drop: cfg.max_keep_drop,
+                },
+                (_, false) => Rule {
                     objective: Objective::MinAcc(ablate.into()),
                     keep: "mixed".into(),
                     base_keep_acc: base_cal["mixed"].acc,
                     max_drop: cfg.max_keep_drop,
                 },
-            ),
-        ] {
+                (_, true) => Rule {
+                    objective: Objective::MinAcc(ablate.into()),
+                    keep: DEMIXED.into(),
+                    base_keep_acc: base_stand_in,
+                    max_drop: cfg.stand_in_max_drop,
+                },
+            };
             let mut runs = Vec::new();
             let mut thetas = Vec::new();
             let span: Vec<Vec<f64>> = [uvecs[brk].clone(), uvecs[guard].clone()].concat();
@@ -692,25 +805,47 @@ pub fn run(
             let (r, t) = ctx.line("gen_eig", &g.direction, &rule, keep, info)?;
             runs.push(r);
             thetas.push(t);
-            let gw = &ctx.cal_walk[guard];
-            // the mixed Hessian has k pairs; the pure ones up to max(seed_ks)
-            let guard_basis = basis(guard, if guard == "mixed" { k } else { cfg.walk_k })?;
-            let guard_data = gw.gather(&(0..cfg.ascent_keep_subset.min(gw.len())).collect::<Vec<_>>());
-            let guard_op =
-                HessianOperator::<_, f32>::new(model, theta32.clone(), &guard_data, hc.batch_size, Curvature::Hessian)?;
-            let (r, t) = ctx.walk(
-                "guarded_ascent",
-                &format!("{scenario} -{ablate}"),
-                &ctx.cal_walk[brk],
-                &guard_op,
-                &guard_basis,
-                &guard_data,
-                &cfg.guarded,
-                &rule,
-                keep,
-            )?;
-            runs.push(r);
-            thetas.push(t);
+            for walk_name in &cfg.semi_walks {
+                let demixed = walk_name == "demix_ascent";
+                // What the walk ascends and what guards it: the pure or mixed
+                // calibration sets, or the stand-ins in the mixed data's place.
+                let pick = |set: &str| -> &Dataset {
+                    match (&stand_in, set, demixed) {
+                        (Some((_, walk)), "mixed", true) => walk,
+                        _ => &ctx.cal_walk[set],
+                    }
+                };
+                let gw = pick(guard);
+                // The mixed Hessian has k pairs; the pure ones up to
+                // max(seed_ks). The stand-ins have no eigenvectors: only
+                // their curvature and gradient guard.
+                let guard_basis = match (guard, demixed) {
+                    ("mixed", true) => None,
+                    ("mixed", false) => Some(basis(guard, k)?),
+                    _ => Some(basis(guard, cfg.walk_k)?),
+                };
+                let guard_data = gw.gather(&(0..cfg.ascent_keep_subset.min(gw.len())).collect::<Vec<_>>());
+                let guard_op = HessianOperator::<_, f32>::new(
+                    model,
+                    theta32.clone(),
+                    &guard_data,
+                    hc.batch_size,
+                    Curvature::Hessian,
+                )?;
+                let (r, t) = ctx.walk(
+                    walk_name,
+                    &format!("{scenario} -{ablate}"),
+                    pick(brk),
+                    &guard_op,
+                    guard_basis.as_ref(),
+                    &guard_data,
+                    &cfg.guarded,
+                    &rule,
+                    keep,
+                )?;
+                runs.push(r);
+                thetas.push(t);
+            }
             // best by the rule's own (calibration, known-data) objective
             let score = |r: &MethodRun| match (&rule.objective, r.op) {
                 (_, None) => f64::NEG_INFINITY,
@@ -722,6 +857,7 @@ pub fn run(
                     .partial_cmp(&score(&runs[b]))
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
+            phase(&format!("{scenario} {}", dir_name(ablate)));
             directions.push(DirectionRuns {
                 scenario: scenario.into(),
                 dir: dir_name(ablate),
@@ -733,6 +869,7 @@ pub fn run(
             });
         }
     }
+    ctx.extra_eval = None;
     Ok(SteerResult {
         model: name.to_string(),
         base_cal,

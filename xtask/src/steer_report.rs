@@ -967,7 +967,11 @@ eigenspace. The kept rule enters only through its curvature at θ*.
 **guarded_ascent**: the same walk with the kept rule's gradient at the current point as a second guard (the step's \
 component that would raise the kept loss is removed, and a restoring step along −∇L_keep is added once the kept \
 loss exceeds its θ* value by a small slack): a constrained ascent, maximize L_ablate subject to L_keep ≈ L_keep(θ*), \
-on the complement of the kept rule's top eigenspace. It reads the same data as the unlearning baseline.
+on the complement of the kept rule's top eigenspace. It reads the same data as the unlearning baseline. In the \
+full configuration each step reads a fresh seeded minibatch (512 images) of the ablate calibration images while \
+the keep guard (gradient and H_keep) stays on 1,024 fixed keep images, and the walk stops once the step's \
+minibatch is at chance level (`steer.guarded.{batch,keep_batch,seed,stop_acc}`); `curv_ascent` is left out of the full configuration (it was dominated \
+by `guarded_ascent` in both directions) and kept in the quick one.
 
 **unlearn**: Adam fine-tuning from θ* on L_keep − L_ablate (the usual unlearning objective), evaluated along its \
 iterates.
@@ -981,7 +985,16 @@ break the curvature of the **mixed** loss that the known keep rule does not shar
 guarded ascent on the mixed loss guarded by the keep rule), and the operating point maximizes the mixed loss while keeping the known \
 rule. *ablate-known* — the rule to break is known but nothing of the rule to keep: the mixed data stand in for it \
 (both rules explain the mixed images, so breaking one module leaves mixed accuracy nearly intact), i.e. H_mixed and \
-mixed accuracy play the role of the kept rule.
+mixed accuracy play the role of the kept rule. **demix_ascent** (when configured): the mixed images are averages of \
+one input of each rule with the same label, so `2m − q` with q the known rule's input is the unknown rule's input. \
+The stand-in for an unknown-rule image is `2m − q̂`, q̂ the pixel-wise median of the 5 known calibration samples of \
+the same label that best explain m (negative residuals read as a dark known pixel; clipped to [0, 1]); no label of \
+the unknown rule is read. The guarded walk then ascends the stand-ins' loss guarded by the known rule (keep-known), or \
+ascends the known rule's loss guarded by the stand-ins' curvature and gradient (ablate-known), and every method's \
+operating point is judged on the stand-ins (calibration): the lowest stand-in accuracy with the known rule kept \
+(keep-known), or the lowest known-rule accuracy with the stand-ins within `stand_in_max_drop` (ablate-known). It \
+works where the mixed data alone cannot: a model that reads mixed images mostly through one rule gives the mixed \
+loss almost no gradient toward the other rule, and guarding mixed accuracy guards the rule that carries it.
 
 **Operating point**: on each path, among the calibration points whose kept-set accuracy is at least its θ* value \
 minus the allowed drop, the one with the lowest ablated-rule accuracy (the highest mixed loss for keep-known); ties go \

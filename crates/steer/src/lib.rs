@@ -37,6 +37,9 @@
 //!   operating-point rule.
 //! * [`walk`]: curved paths — the curvature-guarded ascent walk, the
 //!   unlearning fine-tune baseline, and relearning from a steered model.
+//! * [`demix`]: stand-ins for an unknown rule's inputs, recovered from
+//!   averaged mixed data and the known rule's pure data (semi-supervised
+//!   steering).
 //!
 //! Units: θ and every direction live in the model's flat parameter
 //! coordinates (`gensplit_models::ParamLayout`); directions have unit
@@ -47,6 +50,7 @@
 //! (`gensplit_hvp::HessianOperator` for a model's exact Hessian); this crate
 //! never materialises a Hessian.
 
+pub mod demix;
 pub mod direction;
 pub mod error;
 pub mod independence;

@@ -78,6 +78,24 @@ pub struct AscentParams {
     pub restore_tol: f64,
     /// Weight of the restoring component (relative to the unit ascent step).
     pub restore_weight: f64,
+    /// Ablate samples per step (0 = every sample): each step reads a fresh
+    /// seeded minibatch of them.
+    #[serde(default)]
+    pub batch: usize,
+    /// Keep samples per step of the keep-gradient guard (0 = every keep
+    /// sample, the same at every step): a fresh seeded minibatch, and the
+    /// restoring test then compares the minibatch's keep loss with its own
+    /// value at θ* (paired). `H_k` stays on the operator's fixed samples.
+    #[serde(default)]
+    pub keep_batch: usize,
+    /// Minibatch seed (with `batch > 0`).
+    #[serde(default)]
+    pub seed: u64,
+    /// Stop early once the fraction of the step's ablate samples still
+    /// classified correctly is at most this (chance level is `1/classes`);
+    /// the point where the walk stops is always recorded. `0` = never.
+    #[serde(default)]
+    pub stop_acc: f64,
 }
 
 fn norm(x: &[f64]) -> f64 {
@@ -178,10 +196,17 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
             })
         }
     };
-    let base_keep_loss = match keep_data {
-        Some(d) => loss_and_grad(model, theta, &d.inputs(), &d.labels)?.loss,
-        None => 0.0,
+    if !(params.stop_acc.is_finite() && (0.0..=1.0).contains(&params.stop_acc)) {
+        return Err(SteerError::Invalid {
+            field: "stop_acc",
+            reason: format!("must be in [0, 1], got {}", params.stop_acc),
+        });
+    }
+    let base_keep_loss = match (keep_data, params.keep_batch) {
+        (Some(d), 0) => loss_and_grad(model, theta, &d.inputs(), &d.labels)?.loss,
+        _ => 0.0,
     };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
     let every = params.record_every.max(1);
     let mut delta = vec![0.0f64; n];
     let mut th = theta.to_vec();
@@ -192,12 +217,21 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
     }];
     let mut thetas = vec![theta.to_vec()];
     let mut hd = vec![0.0f64; n];
+    let mut last_recorded = 0;
+    let mut t_done = 0;
     for t in 1..=params.steps {
-        let idx = correct_indices(model, &th, ablate)?;
-        if idx.is_empty() {
+        let mb;
+        let abl: &Dataset = if params.batch > 0 {
+            mb = minibatch(&mut rng, ablate, params.batch);
+            &mb
+        } else {
+            ablate
+        };
+        let idx = correct_indices(model, &th, abl)?;
+        if idx.is_empty() || (idx.len() as f64) <= params.stop_acc * abl.len() as f64 {
             break;
         }
-        let g = grad_f64(model, &th, &ablate.gather(&idx))?;
+        let g = grad_f64(model, &th, &abl.gather(&idx))?;
         let gn = norm(&g);
         if gn == 0.0 {
             break;
@@ -217,7 +251,14 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
         if let Some(b) = keep_basis {
             b.project_out(&mut s)?;
         }
-        if let Some(kd) = keep_data {
+        if let Some(kd_all) = keep_data {
+            let kmb;
+            let (kd, base) = if params.keep_batch > 0 {
+                kmb = minibatch(&mut rng, kd_all, params.keep_batch);
+                (&kmb, loss_and_grad(model, theta, &kmb.inputs(), &kmb.labels)?.loss)
+            } else {
+                (kd_all, base_keep_loss)
+            };
             let out = loss_and_grad(model, &th, &kd.inputs(), &kd.labels)?;
             let gk: Vec<f64> = out.grad.iter().map(|&x| x as f64).collect();
             let gkn = norm(&gk);
@@ -226,7 +267,7 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
                 if c > 0.0 {
                     s.iter_mut().zip(&gk).for_each(|(a, b)| *a -= c * b / gkn);
                 }
-                if out.loss - base_keep_loss > params.restore_tol {
+                if out.loss - base > params.restore_tol {
                     let sn = norm(&s).max(f64::MIN_POSITIVE);
                     s.iter_mut()
                         .zip(&gk)
@@ -243,6 +284,7 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
         }
         th = theta.iter().zip(&delta).map(|(&a, &d)| (a as f64 + d) as f32).collect();
         on_step(t);
+        t_done = t;
         if t % every == 0 || t == params.steps {
             points.push(Point {
                 alpha: norm(&delta),
@@ -250,7 +292,17 @@ pub fn curvature_ascent<M: Model + ?Sized, K: LinearOperator + ?Sized>(
                 evals: evaluate_sets(model, &th, eval_sets)?,
             });
             thetas.push(th.clone());
+            last_recorded = t;
         }
+    }
+    // An early stop between two records: the point where the walk stopped.
+    if t_done > last_recorded {
+        points.push(Point {
+            alpha: norm(&delta),
+            step: Some(t_done),
+            evals: evaluate_sets(model, &th, eval_sets)?,
+        });
+        thetas.push(th);
     }
     Ok((points, thetas))
 }

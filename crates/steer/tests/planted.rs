@@ -198,6 +198,10 @@ fn steering_breaks_the_planted_route_and_keeps_the_other() {
             keep_gradient: false,
             restore_tol: 0.0,
             restore_weight: 0.0,
+            batch: 0,
+            keep_batch: 0,
+            seed: 0,
+            stop_acc: 0.0,
         },
         &sets,
         &mut |_| {},
@@ -220,4 +224,94 @@ fn steering_breaks_the_planted_route_and_keeps_the_other() {
     // the walk's recorded θ reproduces its recorded evaluation
     let again = sweep::evaluate_sets(&p.model, &thetas[i], &sets).unwrap();
     assert_eq!(again, pts[i].evals);
+}
+
+/// The minibatched, keep-gradient-guarded walk (the full preset's
+/// `guarded_ascent`): seeded (the same seed gives the same path, bit for
+/// bit), it still breaks route B while route A survives, and it stops once
+/// the step's ablate samples are at the `stop_acc` level.
+#[test]
+fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
+    let p = planted();
+    let n = p.model.layout().len();
+    let (_, ua) = top(&p, &p.a, 4);
+    let keep = Basis::span(&ua, n).unwrap();
+    let opa = op(&p, &p.a);
+    let sets = [("a", &p.a), ("b", &p.b), ("mixed", &p.mixed)];
+    let params = AscentParams {
+        steps: 80,
+        step_size: 0.1,
+        beta: 1.0,
+        mu: 1e-3,
+        record_every: 5,
+        keep_gradient: true,
+        restore_tol: 0.01,
+        restore_weight: 1.0,
+        batch: 4,
+        keep_batch: 3,
+        seed: 3,
+        stop_acc: 0.2,
+    };
+    let run = |params: &AscentParams| {
+        walk::curvature_ascent(
+            &p.model,
+            &p.theta,
+            &p.b,
+            &opa,
+            Some(&keep),
+            Some(&p.a),
+            params,
+            &sets,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let (pts, thetas) = run(&params);
+    let (pts2, thetas2) = run(&params);
+    assert_eq!(pts, pts2, "same seed, same path");
+    assert_eq!(thetas, thetas2);
+    let last = pts.last().unwrap();
+    let stopped_at = last.step.unwrap();
+    println!(
+        "minibatch walk: stopped at step {stopped_at}, dist {:.2}, a {:.2}, b {:.2}",
+        last.alpha,
+        last.acc("a"),
+        last.acc("b")
+    );
+    assert!(stopped_at < params.steps, "never reached the stop level");
+    let rule = Rule {
+        objective: Objective::MinAcc("b".into()),
+        keep: "a".into(),
+        base_keep_acc: 1.0,
+        max_drop: 0.0,
+    };
+    let i = operating_point(&pts, &rule).unwrap();
+    assert_eq!(pts[i].acc("a"), 1.0);
+    assert!(pts[i].acc("b") <= 0.5, "walk kept B at {}", pts[i].acc("b"));
+    // a stop level of 1 stops before the first step: only θ* is recorded
+    let (pts, _) = run(&AscentParams {
+        stop_acc: 1.0,
+        ..params.clone()
+    });
+    assert_eq!(pts.len(), 1);
+    assert_eq!(pts[0].step, Some(0));
+    // and a stop level outside [0, 1] is a typed error
+    let bad = walk::curvature_ascent(
+        &p.model,
+        &p.theta,
+        &p.b,
+        &opa,
+        Some(&keep),
+        Some(&p.a),
+        &AscentParams {
+            stop_acc: 1.5,
+            ..params.clone()
+        },
+        &sets,
+        &mut |_| {},
+    );
+    assert!(matches!(
+        bad,
+        Err(gensplit_steer::SteerError::Invalid { field: "stop_acc", .. })
+    ));
 }
