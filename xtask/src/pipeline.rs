@@ -246,12 +246,12 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
         ("hessian_mixed_only_patterns", 70.0),
         ("hessian_mixed_only_mixed", 100.0),
         ("hessian_modadd", 20.0),
-        ("train_modadd_seed2", 130.0),
+        ("train_modadd_seed2", 150.0),
         ("hessian_blocks", 220.0),
-        ("steer_pretrained", 1230.0),
+        ("steer_pretrained", 660.0),
         ("steer_mixed_only", 1080.0),
-        ("sphere_modadd", 300.0),
-        ("sphere_modadd_seed2", 100.0),
+        ("sphere_modadd", 175.0),
+        ("sphere_modadd_seed2", 110.0),
         ("sphere_cnn", 40.0),
     ];
     let quick_t = QUICK_ESTIMATES;
