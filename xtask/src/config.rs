@@ -446,6 +446,12 @@ impl ReproConfig {
         c.steer.unlearn.record_every = 2;
         c.steer.relearn_samples = 8;
         c.steer.relearn.record_at = vec![0, 2];
+        // 16 walk images cannot hold every label, and the de-mixed stand-ins
+        // need a known sample of each mixed sample's label (a typed error
+        // otherwise): the tiny pipeline runs the mixed-data walk only
+        // (`demix_ascent` is covered by crates/steer/tests/demix.rs and the
+        // quick run).
+        c.steer.semi_walks = vec!["guarded_ascent".into()];
         c.steer_mixed_only = c.steer.clone();
         c.modadd_seed2 = second_modadd(&c.modadd);
         c.sphere.starts = 1;
