@@ -2,11 +2,10 @@
 //! rows/columns of the full product and of the dense Hessian, transpose
 //! consistency, block selection by name, and typed errors.
 
+use crate::common::*;
 use gensplit_eigen::{hutchinson, lanczos, sym_eig, LanczosParams, LinearOperator, NoObserver, Which};
 use gensplit_hvp::{dense_hessian, BlockError, BlockOperator, BlockSelection, Curvature, HessianOperator, OffDiagonal};
-use gensplit_models::{Cnn, CnnConfig, DataInputs, Dataset, ModMlp, ModMlpConfig, Model};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use gensplit_models::{Cnn, CnnConfig, DataInputs, Dataset, Model};
 
 const CNN_BLOCKS: [&str; 10] = [
     "conv1.weight",
@@ -22,15 +21,6 @@ const CNN_BLOCKS: [&str; 10] = [
 ];
 const MLP_BLOCKS: [&str; 5] = ["embed", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"];
 
-fn tiny_cnn() -> Cnn {
-    Cnn::new(&CnnConfig {
-        channels: [2, 3, 2],
-        hidden: 5,
-        classes: 10,
-    })
-    .unwrap()
-}
-
 /// Small enough for a dense Hessian (542 parameters).
 fn dense_cnn() -> Cnn {
     Cnn::new(&CnnConfig {
@@ -39,52 +29,6 @@ fn dense_cnn() -> Cnn {
         classes: 10,
     })
     .unwrap()
-}
-
-fn tiny_mlp() -> ModMlp {
-    ModMlp::new(&ModMlpConfig {
-        p: 7,
-        embed: 3,
-        hidden: 6,
-    })
-    .unwrap()
-}
-
-fn image_data(n: usize, seed: u64) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let pixels = (0..n * 784).map(|_| rng.gen::<f32>()).collect();
-    let labels = (0..n).map(|_| rng.gen_range(0..10)).collect();
-    Dataset {
-        inputs: DataInputs::Images(pixels),
-        labels,
-    }
-}
-
-fn modadd_data(p: u32) -> Dataset {
-    let (a, b): (Vec<u32>, Vec<u32>) = (0..p * p).map(|i| (i / p, i % p)).unzip();
-    let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % p).collect();
-    Dataset {
-        inputs: DataInputs::Tokens { a, b },
-        labels,
-    }
-}
-
-fn random_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
-}
-
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    norm(&d) / norm(b).max(f64::MIN_POSITIVE)
 }
 
 fn sel(m: &impl Model, patterns: &[&str]) -> BlockSelection {

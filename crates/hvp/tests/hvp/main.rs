@@ -2,4 +2,5 @@
 //! them, as `cargo test -p gensplit-hvp --test hvp`.
 
 mod blocks;
+mod common;
 mod products;

@@ -1,69 +1,10 @@
 //! Checks of the exact curvature-vector products against finite-difference
 //! oracles, symmetry, batching, precision and error handling.
 
+use crate::common::*;
 use gensplit_eigen::LinearOperator;
 use gensplit_hvp::{curvature_vector, dense_hessian, Curvature, HessianOperator, HvpError};
-use gensplit_models::{
-    evaluate_logits, loss_and_grad, Cnn, CnnConfig, DataInputs, Dataset, Inputs, ModMlp, ModMlpConfig, Model,
-    ModelError,
-};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn tiny_cnn() -> Cnn {
-    Cnn::new(&CnnConfig {
-        channels: [2, 3, 2],
-        hidden: 5,
-        classes: 10,
-    })
-    .unwrap()
-}
-
-fn tiny_mlp() -> ModMlp {
-    ModMlp::new(&ModMlpConfig {
-        p: 7,
-        embed: 3,
-        hidden: 6,
-    })
-    .unwrap()
-}
-
-fn image_data(n: usize, seed: u64) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let pixels = (0..n * 784).map(|_| rng.gen::<f32>()).collect();
-    let labels = (0..n).map(|_| rng.gen_range(0..10)).collect();
-    Dataset {
-        inputs: DataInputs::Images(pixels),
-        labels,
-    }
-}
-
-fn modadd_data(p: u32) -> Dataset {
-    let (a, b): (Vec<u32>, Vec<u32>) = (0..p * p).map(|i| (i / p, i % p)).unzip();
-    let labels = a.iter().zip(&b).map(|(x, y)| (x + y) % p).collect();
-    Dataset {
-        inputs: DataInputs::Tokens { a, b },
-        labels,
-    }
-}
-
-fn random_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
-}
-
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    norm(&d) / norm(b).max(f64::MIN_POSITIVE)
-}
+use gensplit_models::{evaluate_logits, loss_and_grad, Cnn, CnnConfig, DataInputs, Dataset, Inputs, Model, ModelError};
 
 fn grad_at<M: Model>(m: &M, theta: &[f64], data: &Dataset) -> Vec<f64> {
     loss_and_grad(m, theta, &data.inputs(), &data.labels).unwrap().grad
