@@ -252,7 +252,7 @@ fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
         seed: 3,
         stop_acc: 0.2,
     };
-    let run = |params: &AscentParams| {
+    let try_run = |params: &AscentParams| {
         walk::curvature_ascent(
             &p.model,
             &p.theta,
@@ -264,8 +264,8 @@ fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
             &sets,
             &mut |_| {},
         )
-        .unwrap()
     };
+    let run = |params: &AscentParams| try_run(params).unwrap();
     let (pts, thetas) = run(&params);
     let (pts2, thetas2) = run(&params);
     assert_eq!(pts, pts2, "same seed, same path");
@@ -296,20 +296,10 @@ fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
     assert_eq!(pts.len(), 1);
     assert_eq!(pts[0].step, Some(0));
     // and a stop level outside [0, 1] is a typed error
-    let bad = walk::curvature_ascent(
-        &p.model,
-        &p.theta,
-        &p.b,
-        &opa,
-        Some(&keep),
-        Some(&p.a),
-        &AscentParams {
-            stop_acc: 1.5,
-            ..params.clone()
-        },
-        &sets,
-        &mut |_| {},
-    );
+    let bad = try_run(&AscentParams {
+        stop_acc: 1.5,
+        ..params.clone()
+    });
     assert!(matches!(
         bad,
         Err(gensplit_steer::SteerError::Invalid { field: "stop_acc", .. })
