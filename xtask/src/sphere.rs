@@ -89,6 +89,14 @@ pub enum Space {
         /// Share of ‖E‖²_F the components must hold.
         energy: f64,
     },
+    /// The same span, deleting along token-space directions unmixed by
+    /// independent component analysis (`Coords::block_components_ica`).
+    EmbeddingComponentsIca {
+        /// k.
+        k: usize,
+        /// Share of ‖E‖²_F the components must hold.
+        energy: f64,
+    },
 }
 
 /// One formulation of the search.
@@ -278,6 +286,24 @@ impl SphereConfig {
                     "final_embedding_components_rotated_shrink_t32",
                     Final,
                     Space::EmbeddingComponentsRotated { k: 16, energy: 0.9 },
+                    LogitLoss::CrossEntropy { temperature: 32.0 },
+                    false,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_embedding_components_ica_shrink",
+                    Final,
+                    Space::EmbeddingComponentsIca { k: 16, energy: 0.9 },
+                    ce,
+                    false,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_embedding_components_ica_shrink_t32",
+                    Final,
+                    Space::EmbeddingComponentsIca { k: 16, energy: 0.9 },
                     LogitLoss::CrossEntropy { temperature: 32.0 },
                     false,
                     false,
@@ -728,6 +754,12 @@ pub fn run(
                 cfg.component_radii.clone(),
                 Some((0.0, 1.0)),
             ),
+            Space::EmbeddingComponentsIca { k, energy } => (
+                Vec::new(),
+                Coords::block_components_ica(theta0, model.layout(), "embed", k, energy)?,
+                cfg.component_radii.clone(),
+                Some((0.0, 1.0)),
+            ),
             Space::EmbeddingComponentsRotated { k, energy } => {
                 let obj = ModelObjective::new(model, &train, form.loss, 0)?;
                 let mut g = vec![0.0; theta0.len()];
@@ -747,7 +779,10 @@ pub fn run(
                         let (v, u) = need(false, skip + k)?;
                         (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
                     }
-                    Space::Units | Space::EmbeddingComponents { .. } | Space::EmbeddingComponentsRotated { .. } => {
+                    Space::Units
+                    | Space::EmbeddingComponents { .. }
+                    | Space::EmbeddingComponentsRotated { .. }
+                    | Space::EmbeddingComponentsIca { .. } => {
                         unreachable!("handled above")
                     }
                 };

@@ -187,6 +187,64 @@ impl Coords {
         Self::block_directions_in(theta, &b, &dirs)
     }
 
+    /// Shrink coordinates over the same principal span as
+    /// [`Coords::block_components`], but deleting along **row-space**
+    /// (left) directions chosen by independent component analysis: with
+    /// `uᵢ = W vᵢ / σᵢ` the left singular vectors of the kept components
+    /// (one value per row of `W`, e.g. per token of an embedding), the
+    /// directions are `qᵢ = U rᵢ` for the orthogonal rotation `R` that makes
+    /// the signals `qᵢ` as non-Gaussian as possible over the rows
+    /// ([`ica_rotation`]: largest `Σᵢ (κᵢ − 3)²`, `κᵢ = rows · Σₐ qᵢₐ⁴` the
+    /// kurtosis of a unit vector's entries), and column i is `−qᵢ qᵢᵀ W`
+    /// placed in the block (`cᵢ = 1` removes the part of every column of `W`
+    /// along `qᵢ`).
+    ///
+    /// Why: principal components are defined only up to rotations within a
+    /// group of close singular values, and modules with close strengths
+    /// share such a group, so each component mixes them. Independent
+    /// signals summed are closer to Gaussian than either alone (the central
+    /// limit), so the least Gaussian rotation unmixes them, without labels
+    /// and without knowing what the modules are. On the modular MLP's
+    /// embedding a module's row signal is a sinusoid of the token (κ = 1.5
+    /// for any phase), an equal mix of two frequencies has κ = 2.25, and
+    /// sinusoids of different frequencies are exactly orthogonal over the
+    /// tokens, so deleting along row directions removes one frequency
+    /// without touching the others.
+    pub fn block_components_ica(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+    ) -> Result<Self, SphereError> {
+        let (b, rows, cols, vs) = Self::principal_directions(theta, layout, block, k, energy)?;
+        let w = &theta[b.offset..b.offset + rows * cols];
+        let left: Vec<Vec<f64>> = vs
+            .iter()
+            .map(|v| {
+                let u: Vec<f64> = (0..rows)
+                    .map(|r| (0..cols).map(|i| w[r * cols + i] * v[i]).sum())
+                    .collect();
+                let n = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+                u.into_iter().map(|x| x / n).collect()
+            })
+            .collect();
+        let qs = ica_rotation(&left, 100);
+        let mut out = Vec::with_capacity(qs.len());
+        for q in &qs {
+            // qᵀW (one value per column of W)
+            let qw: Vec<f64> = (0..cols).map(|i| (0..rows).map(|r| q[r] * w[r * cols + i]).sum()).collect();
+            let mut col = vec![0.0; theta.len()];
+            for r in 0..rows {
+                for i in 0..cols {
+                    col[b.offset + r * cols + i] = -q[r] * qw[i];
+                }
+            }
+            out.push(col);
+        }
+        Self::new(out, None)
+    }
+
     /// The block, its shape (rows, cols), and the right vectors of its
     /// top principal components (module docs of [`Coords::block_components`]).
     fn principal_directions(
@@ -373,4 +431,76 @@ pub fn unit_groups(layout: &ParamLayout, first: &str, second: &str) -> Result<Ve
             g
         })
         .collect())
+}
+
+/// Kurtosis `n Σₐ xₐ⁴ / (Σₐ xₐ²)²` of the entries of `x` (3 for Gaussian
+/// entries, 1.5 for a sinusoid sampled over whole periods, 1 for a constant).
+pub fn kurtosis(x: &[f64]) -> f64 {
+    let s2: f64 = x.iter().map(|v| v * v).sum();
+    let s4: f64 = x.iter().map(|v| v.powi(4)).sum();
+    x.len() as f64 * s4 / (s2 * s2).max(f64::MIN_POSITIVE)
+}
+
+/// The orthogonal rotation of orthonormal vectors `y` (all of one length)
+/// that maximizes their total non-Gaussianity `Σᵢ (κᵢ − 3)²` ([`kurtosis`]):
+/// Jacobi sweeps over pairs, each pair's angle found on a grid of 90
+/// angles in `[0, π/2)` (the pair's objective has that period) refined by
+/// golden-section search, until a sweep improves the objective by less
+/// than 1e-12 relative or after `max_sweeps`. Returns the rotated vectors
+/// (orthonormal, spanning the same space). Deterministic.
+pub fn ica_rotation(y: &[Vec<f64>], max_sweeps: usize) -> Vec<Vec<f64>> {
+    let mut q: Vec<Vec<f64>> = y.to_vec();
+    let g = |x: &[f64]| (kurtosis(x) - 3.0).powi(2);
+    let rot = |a: &[f64], b: &[f64], t: f64| -> (Vec<f64>, Vec<f64>) {
+        let (s, c) = t.sin_cos();
+        (
+            a.iter().zip(b).map(|(x, y)| c * x + s * y).collect(),
+            a.iter().zip(b).map(|(x, y)| -s * x + c * y).collect(),
+        )
+    };
+    let pair = |a: &[f64], b: &[f64], t: f64| {
+        let (x, y) = rot(a, b, t);
+        g(&x) + g(&y)
+    };
+    let total = |q: &[Vec<f64>]| q.iter().map(|x| g(x)).sum::<f64>();
+    let m = q.len();
+    for _ in 0..max_sweeps {
+        let before = total(&q);
+        for i in 0..m {
+            for j in i + 1..m {
+                let h = std::f64::consts::FRAC_PI_2 / 90.0;
+                let (mut bt, mut bf) = (0.0, pair(&q[i], &q[j], 0.0));
+                for t in 1..90 {
+                    let f = pair(&q[i], &q[j], t as f64 * h);
+                    if f > bf {
+                        (bt, bf) = (t as f64 * h, f);
+                    }
+                }
+                // golden-section refinement of the maximum in [bt − h, bt + h]
+                let (mut lo, mut hi) = (bt - h, bt + h);
+                let phi = 0.5 * (5f64.sqrt() - 1.0);
+                for _ in 0..40 {
+                    let (x1, x2) = (hi - phi * (hi - lo), lo + phi * (hi - lo));
+                    if pair(&q[i], &q[j], x1) > pair(&q[i], &q[j], x2) {
+                        hi = x2;
+                    } else {
+                        lo = x1;
+                    }
+                }
+                let t = 0.5 * (lo + hi);
+                let f = pair(&q[i], &q[j], t);
+                let (t, f) = if f > bf { (t, f) } else { (bt, bf) };
+                if t != 0.0 && f > pair(&q[i], &q[j], 0.0) {
+                    let (x, y) = rot(&q[i], &q[j], t);
+                    q[i] = x;
+                    q[j] = y;
+                }
+            }
+        }
+        let after = total(&q);
+        if after - before <= 1e-12 * before.abs().max(1e-300) {
+            break;
+        }
+    }
+    q
 }

@@ -446,3 +446,142 @@ fn sharpest_transition_takes_the_largest_relative_jump() {
     );
     assert!(sharpest_transition(&radii, &[10.0, 11.0, 12.0, 13.0], 0.3).is_none());
 }
+
+/// A sinusoid sampled over whole periods has kurtosis 1.5, a constant 1,
+/// an equal mix of two frequencies 2.25.
+#[test]
+fn kurtosis_against_hand_computed_cases() {
+    let n = 31;
+    let tau = std::f64::consts::TAU;
+    let sin: Vec<f64> = (0..n).map(|a| (tau * 3.0 * a as f64 / n as f64 + 0.4).cos()).collect();
+    assert!((kurtosis(&sin) - 1.5).abs() < 1e-12);
+    assert!((kurtosis(&vec![2.0; n]) - 1.0).abs() < 1e-12);
+    let mix: Vec<f64> = (0..n)
+        .map(|a| (tau * 3.0 * a as f64 / n as f64).cos() + (tau * 7.0 * a as f64 / n as f64).cos())
+        .collect();
+    assert!((kurtosis(&mix) - 2.25).abs() < 1e-12);
+}
+
+/// Deterministic pseudo-random numbers in [−1, 1).
+fn lcg(seed: u64, n: usize) -> Vec<f64> {
+    // splitmix64 of the seed first: raw LCG states of consecutive seeds
+    // differ by a constant, which makes their vectors nearly dependent
+    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    s = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    s = (s ^ (s >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    s ^= s >> 31;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Gram–Schmidt.
+fn orthonormalize(vs: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let mut out: Vec<Vec<f64>> = Vec::new();
+    for mut v in vs {
+        for u in &out {
+            let d: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(u).for_each(|(a, b)| *a -= d * b);
+        }
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        out.push(v.into_iter().map(|x| x / n).collect());
+    }
+    out
+}
+
+/// An embedding `[p, d]` holding two "modules" of equal strength: the
+/// token sinusoids of frequencies 3 and 7, each read through its own two
+/// random vectors of ℝ⁶ (not orthogonal to the other module's). The
+/// principal components mix the two (equal singular values); the ICA
+/// directions must each lie in one frequency's token plane, two per
+/// frequency, and deleting the two of frequency 3 must leave frequency 7's
+/// part of W exactly.
+#[test]
+fn ica_components_unmix_modules_of_equal_strength() {
+    let (p, d) = (31usize, 6usize);
+    let mut layout = gensplit_models::ParamLayout::new();
+    layout.push("embed", &[p, d]);
+    let tau = std::f64::consts::TAU;
+    let wave = |k: f64, sin: bool| -> Vec<f64> {
+        (0..p)
+            .map(|a| {
+                let t = tau * k * a as f64 / p as f64;
+                if sin {
+                    t.sin()
+                } else {
+                    t.cos()
+                }
+            })
+            .collect()
+    };
+    let reads: Vec<Vec<f64>> = (0..4).map(|i| lcg(100 + i, d)).collect();
+    let part = |k: usize| -> Vec<f64> {
+        let (c, s) = (wave([3.0, 7.0][k], false), wave([3.0, 7.0][k], true));
+        let (x, y) = (&reads[2 * k], &reads[2 * k + 1]);
+        (0..p * d).map(|i| c[i / d] * x[i % d] + s[i / d] * y[i % d]).collect()
+    };
+    let (w3, w7) = (part(0), part(1));
+    let theta: Vec<f64> = w3.iter().zip(&w7).map(|(a, b)| a + b).collect();
+    let c = Coords::block_components_ica(&theta, &layout, "embed", d, 1.0).unwrap();
+    assert_eq!(c.dim(), 4, "W has rank 4");
+    let planes = [
+        orthonormalize(vec![wave(3.0, false), wave(3.0, true)]),
+        orthonormalize(vec![wave(7.0, false), wave(7.0, true)]),
+    ];
+    let mut owner = Vec::new();
+    for j in 0..4 {
+        let mut e = vec![0.0; 4];
+        e[j] = 1.0;
+        let delta = c.delta(&e);
+        // the move is −q (qᵀW): its column of largest norm is ∝ q
+        let col = (0..d)
+            .map(|i| (0..p).map(|a| delta[a * d + i]).collect::<Vec<f64>>())
+            .max_by(|x, y| {
+                let n = |v: &Vec<f64>| v.iter().map(|t| t * t).sum::<f64>();
+                n(x).total_cmp(&n(y))
+            })
+            .unwrap();
+        let n2: f64 = col.iter().map(|t| t * t).sum();
+        let share: Vec<f64> = planes
+            .iter()
+            .map(|pl| {
+                pl.iter()
+                    .map(|u| col.iter().zip(u).map(|(a, b)| a * b).sum::<f64>().powi(2))
+                    .sum::<f64>()
+                    / n2
+            })
+            .collect();
+        let k = if share[0] > share[1] { 0 } else { 1 };
+        assert!(share[k] > 0.999, "direction {j}: shares {share:?}");
+        owner.push(k);
+    }
+    assert_eq!(owner.iter().filter(|&&k| k == 0).count(), 2, "{owner:?}");
+    let del: Vec<f64> = owner.iter().map(|&k| if k == 0 { 1.0 } else { 0.0 }).collect();
+    let left: Vec<f64> = theta.iter().zip(c.delta(&del)).map(|(a, b)| a + b).collect();
+    let err = left.iter().zip(&w7).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-6, "what is left differs from frequency 7's part by {err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The ICA rotation returns orthonormal vectors spanning the input span.
+    #[test]
+    fn ica_rotation_is_an_orthogonal_rotation(m in 1usize..5, extra in 1usize..16, seed in 0u64..1000) {
+        let n = m + extra;
+        let y = orthonormalize((0..m).map(|i| lcg(seed * 31 + i as u64, n)).collect());
+        let q = ica_rotation(&y, 20);
+        prop_assert_eq!(q.len(), m);
+        for i in 0..m {
+            for j in 0..m {
+                let d: f64 = q[i].iter().zip(&q[j]).map(|(a, b)| a * b).sum();
+                prop_assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10, "QᵀQ[{},{}] = {}", i, j, d);
+            }
+            // q_i lies in span(y): its projection keeps its norm
+            let proj: f64 = y.iter().map(|u| u.iter().zip(&q[i]).map(|(a, b)| a * b).sum::<f64>().powi(2)).sum();
+            prop_assert!((proj - 1.0).abs() < 1e-10);
+        }
+    }
+}
