@@ -641,6 +641,19 @@ fn merge(base: &Value, user: &toml::Value, path: &str, fill: bool) -> Result<Val
     Ok(match (base, user) {
         // an unset optional field: any value, serde checks it
         (Value::Null, _) => plain(user, path)?,
+        // an enum given as another variant than the preset's (externally
+        // tagged: a table of one key, the variant): nothing to merge onto,
+        // serde checks the variant and its fields
+        (Value::Object(b), toml::Value::Table(u))
+            if b.len() == 1 && u.len() == 1 && u.keys().next() != b.keys().next() && is_variant_name(b) =>
+        {
+            plain(user, path)?
+        }
+        // the same between a unit variant (a string) and a variant with fields
+        (Value::String(_), toml::Value::Table(u)) if u.len() == 1 && u.values().all(|v| v.is_table()) => {
+            plain(user, path)?
+        }
+        (Value::Object(b), toml::Value::String(_)) if b.len() == 1 && is_variant_name(b) => plain(user, path)?,
         (Value::Object(b), toml::Value::Table(u)) => {
             let mut out = if fill { b.clone() } else { serde_json::Map::new() };
             for (k, uv) in u {
@@ -682,6 +695,14 @@ fn merge(base: &Value, user: &toml::Value, path: &str, fill: bool) -> Result<Val
         },
         _ => return Err(wrong()),
     })
+}
+
+/// Whether a one-key table of the preset can be an externally tagged enum
+/// (its one value is a table: the variant's fields). A user table with
+/// another single key then replaces it whole; if it was a struct after all,
+/// its one field is missing and deserializing names it.
+fn is_variant_name(b: &serde_json::Map<String, Value>) -> bool {
+    b.values().next().is_some_and(|v| v.is_object())
 }
 
 fn plain_float(v: f64, path: &str) -> Result<Value, ConfigError> {

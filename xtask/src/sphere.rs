@@ -97,6 +97,16 @@ pub enum Space {
         /// Share of ‖E‖²_F the components must hold.
         energy: f64,
     },
+    /// Those directions grouped into dependent subspaces, one coordinate
+    /// per group (`Coords::block_subspaces_ica`).
+    EmbeddingSubspacesIca {
+        /// k.
+        k: usize,
+        /// Share of ‖E‖²_F the components must hold.
+        energy: f64,
+        /// Smallest |corr(qᵢ², qⱼ²)| that puts two directions in one group.
+        min_dependence: f64,
+    },
 }
 
 /// One formulation of the search.
@@ -162,6 +172,10 @@ pub struct SphereConfig {
     /// Each enumeration round compares the order parameter with its value
     /// at the first radius (`EnumerateParams::cumulative`).
     pub enumerate_cumulative: bool,
+    /// Relative change of the order parameter that ends a round's
+    /// concentrated stretch in the enumeration (the formulation table
+    /// keeps `threshold` for its transitions).
+    pub enumerate_threshold: f64,
     /// The formulations, in table order.
     pub formulations: Vec<Formulation>,
     /// The formulations (by name) run on the second network; empty = all.
@@ -198,21 +212,26 @@ impl SphereConfig {
             reduced_iters: 12,
             full_budget: vec![
                 "final_embedding_components_shrink".into(),
-                "final_embedding_components_rotated_shrink_t32".into(),
+                "final_embedding_subspaces_ica_shrink_t32".into(),
             ],
-            enumerate_formulation: Some("final_embedding_components_rotated_shrink_t32".into()),
-            enumerate_radii: vec![0.5, 0.75, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5],
+            enumerate_formulation: Some("final_embedding_subspaces_ica_shrink_t32".into()),
+            // one coordinate per module: the break is at r = 1, and the
+            // order parameter jumps at the next radius
+            enumerate_radii: vec![0.5, 0.75, 1.0, 1.25, 1.5],
             enumerate_iters: 20,
             max_matvecs: 120,
             enumerate_max: 7,
             enumerate_max_loss: 1.0,
             enumerate_cumulative: true,
+            enumerate_threshold: 0.1,
             second_network: vec![
                 "final_hessian_top20".into(),
                 "final_gauss_newton_top20".into(),
                 "final_units_shrink".into(),
                 "final_embedding_components_shrink".into(),
                 "final_embedding_components_rotated_shrink_t32".into(),
+                "final_embedding_components_ica_shrink_t32".into(),
+                "final_embedding_subspaces_ica_shrink_t32".into(),
             ],
             formulations: vec![
                 f("final_hessian_top20", Final, top, ce, false, false, false),
@@ -301,6 +320,32 @@ impl SphereConfig {
                     false,
                 ),
                 f(
+                    "final_embedding_subspaces_ica_shrink",
+                    Final,
+                    Space::EmbeddingSubspacesIca {
+                        k: 16,
+                        energy: 0.9,
+                        min_dependence: 0.5,
+                    },
+                    ce,
+                    false,
+                    false,
+                    false,
+                ),
+                f(
+                    "final_embedding_subspaces_ica_shrink_t32",
+                    Final,
+                    Space::EmbeddingSubspacesIca {
+                        k: 16,
+                        energy: 0.9,
+                        min_dependence: 0.5,
+                    },
+                    LogitLoss::CrossEntropy { temperature: 32.0 },
+                    false,
+                    false,
+                    false,
+                ),
+                f(
                     "final_embedding_components_ica_shrink_t32",
                     Final,
                     Space::EmbeddingComponentsIca { k: 16, energy: 0.9 },
@@ -324,7 +369,7 @@ impl SphereConfig {
             ],
         }
     }
-    /// `--quick`: three starts, fewer radii and steps, four formulations.
+    /// `--quick`: three starts, fewer radii and steps, six formulations.
     pub fn quick() -> Self {
         let mut c = Self::full();
         c.starts = 3;
@@ -336,7 +381,7 @@ impl SphereConfig {
         c.enumerate_max = 3;
         c.reduced_starts = 2;
         c.reduced_iters = 8;
-        c.enumerate_radii = vec![0.5, 1.0, 1.4, 1.8];
+        c.enumerate_radii = vec![0.5, 1.0, 1.25];
         c.enumerate_iters = 12;
         c.second_network.retain(|n| {
             matches!(
@@ -344,7 +389,7 @@ impl SphereConfig {
                 "final_hessian_top20"
                     | "final_units_shrink"
                     | "final_embedding_components_shrink"
-                    | "final_embedding_components_rotated_shrink_t32"
+                    | "final_embedding_subspaces_ica_shrink_t32"
             )
         });
         c.formulations.retain(|f| {
@@ -355,7 +400,7 @@ impl SphereConfig {
                     | "final_units_shrink"
                     | "final_gauss_newton_top20"
                     | "final_embedding_components_shrink"
-                    | "final_embedding_components_rotated_shrink_t32"
+                    | "final_embedding_subspaces_ica_shrink_t32"
             )
         });
         for f in &mut c.formulations {
@@ -384,6 +429,15 @@ impl SphereConfig {
             anyhow::ensure!(
                 self.formulations.iter().any(|f| &f.name == n),
                 "sphere names formulation `{n}`, which is not in sphere.formulations"
+            );
+        }
+        for (field, t) in [
+            ("threshold", self.threshold),
+            ("enumerate_threshold", self.enumerate_threshold),
+        ] {
+            anyhow::ensure!(
+                t.is_finite() && t > 0.0,
+                "sphere.{field} must be a positive number, got {t}"
             );
         }
         for (field, r) in [
@@ -760,6 +814,16 @@ pub fn run(
                 cfg.component_radii.clone(),
                 Some((0.0, 1.0)),
             ),
+            Space::EmbeddingSubspacesIca {
+                k,
+                energy,
+                min_dependence,
+            } => (
+                Vec::new(),
+                Coords::block_subspaces_ica(theta0, model.layout(), "embed", k, energy, min_dependence)?,
+                cfg.component_radii.clone(),
+                Some((0.0, 1.0)),
+            ),
             Space::EmbeddingComponentsRotated { k, energy } => {
                 let obj = ModelObjective::new(model, &train, form.loss, 0)?;
                 let mut g = vec![0.0; theta0.len()];
@@ -782,7 +846,8 @@ pub fn run(
                     Space::Units
                     | Space::EmbeddingComponents { .. }
                     | Space::EmbeddingComponentsRotated { .. }
-                    | Space::EmbeddingComponentsIca { .. } => {
+                    | Space::EmbeddingComponentsIca { .. }
+                    | Space::EmbeddingSubspacesIca { .. } => {
                         unreachable!("handled above")
                     }
                 };
@@ -801,6 +866,21 @@ pub fn run(
                 (vals, c, cfg.eigen_radii.clone(), None)
             }
         };
+        // a box [lo, hi]^K reaches no further than √K · max(|lo|, hi)
+        let radii: Vec<f64> = match bounds {
+            Some((lo, hi)) => {
+                let (lo, hi): (f64, f64) = (lo, hi);
+                let cap = (coords.dim() as f64).sqrt() * lo.abs().max(hi);
+                radii.into_iter().filter(|&r| r <= cap * (1.0 + 1e-9)).collect()
+            }
+            None => radii,
+        };
+        anyhow::ensure!(
+            radii.len() >= 2,
+            "formulation {}: fewer than two radii within the reach of its {} coordinates",
+            form.name,
+            coords.dim()
+        );
         let obj = ModelObjective::new(model, &train, form.loss, 0)?;
         let (starts_n, iters) = if cfg.full_budget.contains(&form.name) {
             (cfg.starts, cfg.iters)
@@ -927,7 +1007,7 @@ pub fn run(
                 ..search_params.clone()
             },
             max_modules: cfg.enumerate_max,
-            threshold: Some(cfg.threshold),
+            threshold: Some(cfg.enumerate_threshold),
             // the limit is on the rise of the searched loss over θ* (a
             // tempered loss is far from 0 at θ*)
             max_loss: Some(

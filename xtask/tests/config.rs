@@ -344,3 +344,23 @@ fn changing_p_recomputes_only_the_modadd_stages_and_exports_safetensors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An enum field (a sphere formulation's `space` or `loss`) may be given as
+/// another variant than the preset's: the full preset's sphere table,
+/// printed as TOML, merges onto the quick preset and gives the full one's.
+/// A variant that does not exist is still an error naming the field.
+#[test]
+fn enum_fields_take_another_variant_than_the_preset() {
+    let full = ReproConfig::full();
+    let toml_text = full.to_toml();
+    let doc: toml::Table = toml_text.parse().unwrap();
+    let mut only = toml::Table::new();
+    only.insert("sphere".into(), doc["sphere"].clone());
+    let merged = apply(&ReproConfig::quick(), &toml::to_string(&only).unwrap()).unwrap();
+    assert_eq!(merged.sphere, full.sphere);
+    let bad = "[[sphere.formulations]]\nname = \"x\"\ncheckpoint = \"final\"\ncold_starts = false\n\
+               gradient_orthogonal = false\npositive_only = false\nsubtract_quadratic = false\n\
+               loss = { CrossEntropy = { temperature = 1.0 } }\nspace = { no_such_space = { k = 3 } }\n";
+    let e = error(&ReproConfig::quick(), bad);
+    assert!(e.contains("no_such_space") || e.contains("space"), "{e}");
+}

@@ -178,7 +178,7 @@ pub fn enumerate<O: Objective>(
                 f.len()
             };
             let cap = (free as f64).sqrt() * lo.abs().max(hi);
-            sp.radii.retain(|&r| r <= cap * (1.0 - 1e-9));
+            sp.radii.retain(|&r| r <= cap * (1.0 + 1e-9));
             if sp.radii.len() < 2 {
                 stop = EnumStop::Exhausted;
                 break;

@@ -133,4 +133,4 @@ pub use order::{
     Transition,
 };
 pub use search::{search, Avoid, Event, RadiusPoint, SphereParams, StartPath};
-pub use space::{ica_rotation, kurtosis, unit_groups, Coords};
+pub use space::{dependent_groups, ica_rotation, kurtosis, unit_groups, Coords};

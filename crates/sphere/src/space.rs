@@ -217,6 +217,48 @@ impl Coords {
         k: usize,
         energy: f64,
     ) -> Result<Self, SphereError> {
+        let (b, qs) = Self::ica_directions(theta, layout, block, k, energy)?;
+        let groups: Vec<Vec<usize>> = (0..qs.len()).map(|i| vec![i]).collect();
+        Self::row_projections_in(theta, &b, &qs, &groups)
+    }
+
+    /// Like [`Coords::block_components_ica`], with the ICA directions
+    /// grouped into subspaces by [`dependent_groups`] (independent subspace
+    /// analysis): directions whose squared signals correlate (|corr(qᵢ²,
+    /// qⱼ²)| ≥ `min_dependence`) belong to one module, and one coordinate
+    /// deletes the whole group: column `−P_G W` with `P_G = Σ_{i∈G} qᵢqᵢᵀ`.
+    /// A module of the modular MLP is a cos/sin pair of one frequency over
+    /// the tokens, whose squares sum to a constant (correlation −1), while
+    /// squares of different frequencies are uncorrelated (0): one
+    /// coordinate per frequency, and `r = 1` deletes one module exactly.
+    pub fn block_subspaces_ica(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+        min_dependence: f64,
+    ) -> Result<Self, SphereError> {
+        if !(min_dependence > 0.0 && min_dependence <= 1.0) {
+            return Err(SphereError::Param {
+                field: "min_dependence",
+                reason: format!("must be in (0, 1], got {min_dependence}"),
+            });
+        }
+        let (b, qs) = Self::ica_directions(theta, layout, block, k, energy)?;
+        let groups = dependent_groups(&qs, min_dependence);
+        Self::row_projections_in(theta, &b, &qs, &groups)
+    }
+
+    /// The block and its ICA-unmixed row-space directions (see
+    /// [`Coords::block_components_ica`]).
+    fn ica_directions(
+        theta: &[f64],
+        layout: &ParamLayout,
+        block: &str,
+        k: usize,
+        energy: f64,
+    ) -> Result<(gensplit_models::Block, Vec<Vec<f64>>), SphereError> {
         let (b, rows, cols, vs) = Self::principal_directions(theta, layout, block, k, energy)?;
         let w = &theta[b.offset..b.offset + rows * cols];
         let left: Vec<Vec<f64>> = vs
@@ -229,15 +271,33 @@ impl Coords {
                 u.into_iter().map(|x| x / n).collect()
             })
             .collect();
-        let qs = ica_rotation(&left, 100);
-        let mut out = Vec::with_capacity(qs.len());
-        for q in &qs {
-            // qᵀW (one value per column of W)
-            let qw: Vec<f64> = (0..cols).map(|i| (0..rows).map(|r| q[r] * w[r * cols + i]).sum()).collect();
+        Ok((b, ica_rotation(&left, 100)))
+    }
+
+    /// Columns `−Σ_{i∈G} qᵢ (qᵢᵀ W)` of block `b`, one per group `G` of the
+    /// orthonormal row-space directions `qs`.
+    fn row_projections_in(
+        theta: &[f64],
+        b: &gensplit_models::Block,
+        qs: &[Vec<f64>],
+        groups: &[Vec<usize>],
+    ) -> Result<Self, SphereError> {
+        let rows = b.shape.first().copied().unwrap_or(1).max(1);
+        let size: usize = b.shape.iter().product();
+        let cols = size / rows;
+        let w = &theta[b.offset..b.offset + size];
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
             let mut col = vec![0.0; theta.len()];
-            for r in 0..rows {
-                for i in 0..cols {
-                    col[b.offset + r * cols + i] = -q[r] * qw[i];
+            for q in g.iter().filter_map(|&i| qs.get(i)) {
+                // qᵀW (one value per column of W)
+                let qw: Vec<f64> = (0..cols)
+                    .map(|i| (0..rows).map(|r| q[r] * w[r * cols + i]).sum())
+                    .collect();
+                for r in 0..rows {
+                    for i in 0..cols {
+                        col[b.offset + r * cols + i] -= q[r] * qw[i];
+                    }
                 }
             }
             out.push(col);
@@ -503,4 +563,56 @@ pub fn ica_rotation(y: &[Vec<f64>], max_sweeps: usize) -> Vec<Vec<f64>> {
         }
     }
     q
+}
+
+/// Groups of dependent signals (independent subspace analysis): `i` and
+/// `j` are linked when the Pearson correlation of their squared entries,
+/// `|corr(qᵢ², qⱼ²)|`, is at least `min_dependence`, and groups are the
+/// connected components of the links (each sorted; groups in order of
+/// their smallest member). Independent signals have uncorrelated squares;
+/// the coordinates of one rotation-invariant subspace (a cos/sin pair) do
+/// not (their squares sum to a constant). A signal with constant squares
+/// (no variance) links to nothing.
+pub fn dependent_groups(q: &[Vec<f64>], min_dependence: f64) -> Vec<Vec<usize>> {
+    let m = q.len();
+    let sq: Vec<Vec<f64>> = q
+        .iter()
+        .map(|v| {
+            let s: Vec<f64> = v.iter().map(|x| x * x).collect();
+            let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+            s.into_iter().map(|x| x - mean).collect()
+        })
+        .collect();
+    let norm: Vec<f64> = sq.iter().map(|s| s.iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
+    let mut parent: Vec<usize> = (0..m).collect();
+    fn root(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    for i in 0..m {
+        for j in i + 1..m {
+            if !(norm[i] > 0.0 && norm[j] > 0.0) {
+                continue;
+            }
+            let c: f64 = sq[i].iter().zip(&sq[j]).map(|(a, b)| a * b).sum::<f64>() / (norm[i] * norm[j]);
+            if c.abs() >= min_dependence {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index = vec![usize::MAX; m];
+    for i in 0..m {
+        let r = root(&mut parent, i);
+        if index[r] == usize::MAX {
+            index[r] = groups.len();
+            groups.push(Vec::new());
+        }
+        groups[index[r]].push(i);
+    }
+    groups
 }

@@ -563,6 +563,44 @@ fn ica_components_unmix_modules_of_equal_strength() {
     let left: Vec<f64> = theta.iter().zip(c.delta(&del)).map(|(a, b)| a + b).collect();
     let err = left.iter().zip(&w7).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(err < 1e-6, "what is left differs from frequency 7's part by {err}");
+    // grouped into subspaces: one coordinate per frequency, each deleting
+    // exactly that frequency's part of W
+    let g = Coords::block_subspaces_ica(&theta, &layout, "embed", d, 1.0, 0.5).unwrap();
+    assert_eq!(g.dim(), 2, "two cos/sin pairs");
+    let mut seen = Vec::new();
+    for j in 0..2 {
+        let mut e = vec![0.0; 2];
+        e[j] = 1.0;
+        let left: Vec<f64> = theta.iter().zip(g.delta(&e)).map(|(a, b)| a + b).collect();
+        let dist = |w: &[f64]| left.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let (e3, e7) = (dist(&w7), dist(&w3));
+        assert!(
+            e3.min(e7) < 1e-6,
+            "coordinate {j} deletes no single frequency ({e3}, {e7})"
+        );
+        seen.push(e3 < e7);
+    }
+    assert!(seen[0] != seen[1], "the two coordinates delete different frequencies");
+    assert!(matches!(
+        Coords::block_subspaces_ica(&theta, &layout, "embed", d, 1.0, 0.0),
+        Err(SphereError::Param {
+            field: "min_dependence",
+            ..
+        })
+    ));
+}
+
+/// cos/sin of one frequency have squares summing to a constant (linked);
+/// a third frequency's squares are uncorrelated with both (alone); a
+/// constant signal links to nothing.
+#[test]
+fn dependent_groups_link_rotation_invariant_pairs_only() {
+    let n = 31;
+    let tau = std::f64::consts::TAU;
+    let w = |k: f64, ph: f64| -> Vec<f64> { (0..n).map(|a| (tau * k * a as f64 / n as f64 + ph).cos()).collect() };
+    let sigs = vec![w(3.0, 0.3), w(5.0, 0.0), w(3.0, 0.3 + tau / 4.0), vec![1.0; n]];
+    assert_eq!(dependent_groups(&sigs, 0.5), vec![vec![0, 2], vec![1], vec![3]]);
+    assert_eq!(dependent_groups(&sigs[..2], 0.5), vec![vec![0], vec![1]]);
 }
 
 proptest! {
