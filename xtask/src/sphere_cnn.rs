@@ -57,6 +57,12 @@ pub struct CnnSphereConfig {
     pub eval_start: usize,
     /// Held-out images per scoring set.
     pub eval_size: usize,
+    /// `None`: shrink the principal components. `Some(d)`: shrink the
+    /// block's ICA subspaces instead (`Coords::block_subspaces_ica`, rows
+    /// = output units, directions grouped at |corr(qᵢ², qⱼ²)| ≥ d), the
+    /// space that enumerates modular addition's modules.
+    #[serde(default)]
+    pub unmix: Option<f64>,
 }
 
 impl CnnSphereConfig {
@@ -75,6 +81,7 @@ impl CnnSphereConfig {
             threshold: 0.3,
             eval_start: 5000,
             eval_size: 1000,
+            unmix: None,
         }
     }
     /// The quick preset (smoke test).
@@ -92,6 +99,7 @@ impl CnnSphereConfig {
             threshold: 0.3,
             eval_start: 50,
             eval_size: 50,
+            unmix: None,
         }
     }
 }
@@ -229,8 +237,11 @@ pub fn run(trained: &Trained, images: &Images, cfg: &CnnSphereConfig) -> Result<
     let pb = crate::stages::bar(cfg.blocks.len() * cfg.starts * cfg.radii.len(), "sphere cnn");
     let mut paths = Vec::new();
     for block in &cfg.blocks {
-        let coords = Coords::block_components(&theta0, model.layout(), block, cfg.k, cfg.energy)
-            .with_context(|| format!("sphere_cnn: components of block `{block}`"))?;
+        let coords = match cfg.unmix {
+            None => Coords::block_components(&theta0, model.layout(), block, cfg.k, cfg.energy),
+            Some(d) => Coords::block_subspaces_ica(&theta0, model.layout(), block, cfg.k, cfg.energy, d),
+        }
+        .with_context(|| format!("sphere_cnn: components of block `{block}`"))?;
         pb.set_message(block.clone());
         // in the box [0, 1]^m no point lies beyond radius √m (every
         // component deleted): the schedule stops below it

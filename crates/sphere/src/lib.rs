@@ -11,7 +11,9 @@
 //! the modules.
 //!
 //! * [`space`]: search spaces — orthonormal eigen-slices, whitened
-//!   slices, and "shrink" coordinates over parameter groups (hidden units).
+//!   slices, and "shrink" coordinates over parameter groups (hidden units)
+//!   or over a weight block's components (principal, rotated, or unmixed
+//!   by independent component / subspace analysis).
 //! * [`objective`]: losses of the logits (cross-entropy with a temperature,
 //!   a fixed-margin loss) differentiated through any model over
 //!   `gensplit_models::Ops`, and the [`Objective`] trait for your own.
@@ -76,14 +78,35 @@
 //!   deleting one more module (network 1: all four remaining frequencies at
 //!   49–67%, no transition). A tempered CE (T = 32) is about linear in the
 //!   votes, so the minimum on the sphere in the box is a vertex: whole
-//!   components go one at a time. Components of modules with close singular
-//!   values are mixtures of those modules; [`Coords::block_components_rotated`]
-//!   rotates them so that their first-order shrink costs decouple, which
-//!   separates modules whose votes differ but not those whose votes are
-//!   close. Measured (full configuration, `xtask`'s report), with
-//!   [`concentrated_break`] picking each round's break: network 1 breaks
-//!   19, 18, 8 (recall 0.6); network 2 breaks 15, 29 (recall 0.4; the plain
-//!   components with CE reached 0.8 there). Recall ≥ 0.8 on both is not met.
+//!   coordinates go one at a time. But principal components of modules
+//!   with close singular values are arbitrary mixtures of those modules, so
+//!   a vertex of the principal-component box deletes parts of two modules.
+//!   Rotating the components by their first-order shrink costs
+//!   ([`Coords::block_components_rotated`]) separates modules whose votes
+//!   differ, not those whose votes are close (recall 0.6 and 0.4 before).
+//! * **What enumerates every module: independent subspace analysis of the
+//!   embedding** ([`Coords::block_subspaces_ica`]). Within the principal
+//!   span, rotate the token-space directions to the least Gaussian signals
+//!   over the tokens ([`ica_rotation`]: largest `Σ (κ − 3)²`; a module's
+//!   signal is a sinusoid of the token, κ = 1.5, a mix of two κ = 2.25),
+//!   then group directions whose squared signals correlate
+//!   ([`dependent_groups`]: a cos/sin pair's squares sum to a constant,
+//!   correlation −1; different frequencies, 0). One shrink coordinate per
+//!   group deletes one module exactly, so the tempered CE's vertex at
+//!   `r = 1` is one whole module, the order parameter is flat up to it and
+//!   jumps at the next radius. Nothing here reads labels or frequencies:
+//!   the unmixing reads θ only, the search the training loss. Measured
+//!   (full configuration, `xtask`'s report): 5 of 5 starts single-break on
+//!   both networks (network 1: frequencies 8, 18, 19, 21, 25, one per start;
+//!   network 2: 12, 15, 29), all 5 flagged at the next radius; the
+//!   enumeration removes one key frequency per round (the broken one at
+//!   ≤ 1% of its signal, every other ≥ 99%), recall 1.0 on both networks,
+//!   no frequency twice. The fifth round is forced: four of the five
+//!   coordinates are frozen, and the single break there shows that the
+//!   last coordinate is a module too. The ICA directions without the
+//!   grouping ([`Coords::block_components_ica`]) split each module in two
+//!   halves, and the order parameter then also jumps between "half" and
+//!   "whole" module, which confuses the break detection.
 //!
 //! ## Example: three planted redundant modules
 //!
