@@ -972,11 +972,19 @@ pub fn run(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    // the enumeration, with the formulation that broke most often
+    // the best formulation: most single breaks, then most distinct broken
+    // frequencies (it found more modules), then most transitions flagged
+    // within one radius step, then the first in the table
     let best = runs
         .iter()
         .enumerate()
-        .max_by(|(i, a), (j, b)| a.single_breaks.cmp(&b.single_breaks).then(j.cmp(i)))
+        .max_by(|(i, a), (j, b)| {
+            a.single_breaks
+                .cmp(&b.single_breaks)
+                .then(a.broken_frequencies.len().cmp(&b.broken_frequencies.len()))
+                .then(a.flagged_within_one.cmp(&b.flagged_within_one))
+                .then(j.cmp(i))
+        })
         .filter(|(_, r)| r.single_breaks > 0)
         .map(|(i, _)| i);
     let (mut enumeration, mut stop, mut recall, mut duplicate) = (Vec::new(), "not run".to_string(), 0.0, false);
