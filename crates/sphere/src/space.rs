@@ -239,12 +239,7 @@ impl Coords {
         energy: f64,
         min_dependence: f64,
     ) -> Result<Self, SphereError> {
-        if !(min_dependence > 0.0 && min_dependence <= 1.0) {
-            return Err(SphereError::Param {
-                field: "min_dependence",
-                reason: format!("must be in (0, 1], got {min_dependence}"),
-            });
-        }
+        unit_interval("min_dependence", min_dependence)?;
         let (b, qs) = Self::ica_directions(theta, layout, block, k, energy)?;
         let groups = dependent_groups(&qs, min_dependence);
         Self::row_projections_in(theta, &b, &qs, &groups)
@@ -314,12 +309,7 @@ impl Coords {
         k: usize,
         energy: f64,
     ) -> Result<Principal, SphereError> {
-        if !(energy > 0.0 && energy <= 1.0) {
-            return Err(SphereError::Param {
-                field: "energy",
-                reason: format!("must be in (0, 1], got {energy}"),
-            });
-        }
+        unit_interval("energy", energy)?;
         let b = layout
             .blocks()
             .iter()
@@ -491,6 +481,18 @@ pub fn unit_groups(layout: &ParamLayout, first: &str, second: &str) -> Result<Ve
             g
         })
         .collect())
+}
+
+/// `Ok` when `x` is in `(0, 1]`, else a parameter error naming `field`.
+fn unit_interval(field: &'static str, x: f64) -> Result<(), SphereError> {
+    if x > 0.0 && x <= 1.0 {
+        Ok(())
+    } else {
+        Err(SphereError::Param {
+            field,
+            reason: format!("must be in (0, 1], got {x}"),
+        })
+    }
 }
 
 /// Kurtosis `n Σₐ xₐ⁴ / (Σₐ xₐ²)²` of the entries of `x` (3 for Gaussian
