@@ -35,6 +35,7 @@ use gensplit_sphere::{
     detect_transition, enumerate, search, unit_groups, Avoid, Coords, EnumerateParams, LogitLoss, ModelObjective,
     RadiusPoint, SphereParams, Transition,
 };
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Which checkpoint a formulation searches around.
@@ -760,218 +761,245 @@ pub fn run(
         anyhow::bail!("modadd training data are not token pairs");
     };
     let ce = ModelObjective::new(model, &train, LogitLoss::CE, 0)?;
-    let mut eig_cache: Vec<((Checkpoint, bool), Eigs)> = Vec::new();
-    let mut runs = Vec::new();
-    // each formulation's search space and parameters, for the enumeration
-    let mut spaces: Vec<(Coords, SphereParams)> = Vec::new();
-    let pb = crate::stages::bar(cfg.formulations.len(), &format!("sphere {label}"));
-    for (fi, form) in cfg.formulations.iter().enumerate() {
-        pb.set_message(form.name.clone());
-        let (step, theta0) = match form.checkpoint {
-            Checkpoint::Final => (final_step, &theta_final),
-            Checkpoint::Grokked => (grokked_step, &theta_grok),
+    let theta_at = |c: Checkpoint| match c {
+        Checkpoint::Final => (final_step, &theta_final),
+        Checkpoint::Grokked => (grokked_step, &theta_grok),
+    };
+    // The eigen-spaces the formulations search: one Lanczos run per
+    // (checkpoint, curvature), as many pairs as the largest formulation
+    // of that kind needs; the runs are independent, so they run in parallel.
+    let mut eig_keys: Vec<((Checkpoint, bool), usize)> = Vec::new();
+    for form in &cfg.formulations {
+        let (gn, k) = match form.space {
+            Space::HessianTop { k } => (false, k),
+            Space::HessianSlice { skip, k } => (false, skip + k),
+            Space::GaussNewtonTop { k } => (true, k),
+            _ => continue,
         };
-        let mut need = |gn: bool, k: usize| -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
-            let key = (form.checkpoint, gn);
-            if let Some((_, e)) = eig_cache.iter().find(|(c, e)| *c == key && e.0.len() >= k) {
-                return Ok((e.0[..k].to_vec(), e.1[..k].to_vec()));
-            }
-            let kk = cfg
-                .formulations
-                .iter()
-                .filter(|f| f.checkpoint == form.checkpoint)
-                .map(|f| match f.space {
-                    Space::HessianTop { k } if !gn => k,
-                    Space::HessianSlice { skip, k } if !gn => skip + k,
-                    Space::GaussNewtonTop { k } if gn => k,
-                    _ => 0,
-                })
-                .max()
-                .unwrap_or(k)
-                .max(k);
+        match eig_keys.iter_mut().find(|(key, _)| *key == (form.checkpoint, gn)) {
+            Some((_, kk)) => *kk = (*kk).max(k),
+            None => eig_keys.push(((form.checkpoint, gn), k)),
+        }
+    }
+    let eig_cache: Vec<((Checkpoint, bool), Eigs)> = eig_keys
+        .par_iter()
+        .map(|&((ckpt, gn), kk)| {
             let curv = if gn { Curvature::GaussNewton } else { Curvature::Hessian };
-            let e = top_eigs(model, theta0, &train, curv, kk, cfg.max_matvecs, cfg.seed ^ 0xE1)?;
-            eig_cache.push((key, e.clone()));
-            let k = k.min(e.0.len());
-            Ok((e.0[..k].to_vec(), e.1[..k].to_vec()))
-        };
-        let (values, coords, radii, bounds) = match form.space {
-            Space::Units => (
-                Vec::new(),
-                Coords::shrink(theta0, &groups)?,
-                cfg.unit_radii.clone(),
-                Some((0.0, 1.0)),
-            ),
-            Space::EmbeddingComponents { k, energy } => (
-                Vec::new(),
-                Coords::block_components(theta0, model.layout(), "embed", k, energy)?,
-                cfg.component_radii.clone(),
-                Some((0.0, 1.0)),
-            ),
-            Space::EmbeddingComponentsIca { k, energy } => (
-                Vec::new(),
-                Coords::block_components_ica(theta0, model.layout(), "embed", k, energy)?,
-                cfg.component_radii.clone(),
-                Some((0.0, 1.0)),
-            ),
-            Space::EmbeddingSubspacesIca {
-                k,
-                energy,
-                min_dependence,
-            } => (
-                Vec::new(),
-                Coords::block_subspaces_ica(theta0, model.layout(), "embed", k, energy, min_dependence)?,
-                cfg.component_radii.clone(),
-                Some((0.0, 1.0)),
-            ),
-            Space::EmbeddingComponentsRotated { k, energy } => {
-                let obj = ModelObjective::new(model, &train, form.loss, 0)?;
-                let mut g = vec![0.0; theta0.len()];
-                gensplit_sphere::Objective::value_grad(&obj, theta0, &mut g)?;
-                (
+            let e = top_eigs(
+                model,
+                theta_at(ckpt).1,
+                &train,
+                curv,
+                kk,
+                cfg.max_matvecs,
+                cfg.seed ^ 0xE1,
+            )?;
+            Ok(((ckpt, gn), e))
+        })
+        .collect::<Result<_>>()?;
+    let pb = crate::stages::bar(cfg.formulations.len(), &format!("sphere {label}"));
+    // Every formulation is independent of the others: they run in
+    // parallel (and each one's starts too), results in table order.
+    let per_formulation = cfg
+        .formulations
+        .par_iter()
+        .enumerate()
+        .map(|(fi, form)| -> Result<(FormulationRun, (Coords, SphereParams))> {
+            let (step, theta0) = theta_at(form.checkpoint);
+            let need = |gn: bool, k: usize| -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+                let (_, e) = eig_cache
+                    .iter()
+                    .find(|(c, _)| *c == (form.checkpoint, gn))
+                    .context("sphere: an eigen-space was not computed")?;
+                let k = k.min(e.0.len());
+                Ok((e.0[..k].to_vec(), e.1[..k].to_vec()))
+            };
+            let (values, coords, radii, bounds) = match form.space {
+                Space::Units => (
                     Vec::new(),
-                    Coords::block_components_rotated(theta0, model.layout(), "embed", k, energy, &g)?,
+                    Coords::shrink(theta0, &groups)?,
+                    cfg.unit_radii.clone(),
+                    Some((0.0, 1.0)),
+                ),
+                Space::EmbeddingComponents { k, energy } => (
+                    Vec::new(),
+                    Coords::block_components(theta0, model.layout(), "embed", k, energy)?,
                     cfg.component_radii.clone(),
                     Some((0.0, 1.0)),
-                )
-            }
-            sp => {
-                let (mut vals, mut vecs) = match sp {
-                    Space::HessianTop { k } => need(false, k)?,
-                    Space::GaussNewtonTop { k } => need(true, k)?,
-                    Space::HessianSlice { skip, k } => {
-                        let (v, u) = need(false, skip + k)?;
-                        (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
-                    }
-                    Space::Units
-                    | Space::EmbeddingComponents { .. }
-                    | Space::EmbeddingComponentsRotated { .. }
-                    | Space::EmbeddingComponentsIca { .. }
-                    | Space::EmbeddingSubspacesIca { .. } => {
-                        unreachable!("handled above")
-                    }
-                };
-                if form.positive_only {
-                    let keep: Vec<bool> = vals.iter().map(|&l| l > 0.0).collect();
-                    vecs = vecs
-                        .into_iter()
-                        .zip(&keep)
-                        .filter(|(_, &k)| k)
-                        .map(|(v, _)| v)
-                        .collect();
-                    vals.retain(|&l| l > 0.0);
+                ),
+                Space::EmbeddingComponentsIca { k, energy } => (
+                    Vec::new(),
+                    Coords::block_components_ica(theta0, model.layout(), "embed", k, energy)?,
+                    cfg.component_radii.clone(),
+                    Some((0.0, 1.0)),
+                ),
+                Space::EmbeddingSubspacesIca {
+                    k,
+                    energy,
+                    min_dependence,
+                } => (
+                    Vec::new(),
+                    Coords::block_subspaces_ica(theta0, model.layout(), "embed", k, energy, min_dependence)?,
+                    cfg.component_radii.clone(),
+                    Some((0.0, 1.0)),
+                ),
+                Space::EmbeddingComponentsRotated { k, energy } => {
+                    let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+                    let mut g = vec![0.0; theta0.len()];
+                    gensplit_sphere::Objective::value_grad(&obj, theta0, &mut g)?;
+                    (
+                        Vec::new(),
+                        Coords::block_components_rotated(theta0, model.layout(), "embed", k, energy, &g)?,
+                        cfg.component_radii.clone(),
+                        Some((0.0, 1.0)),
+                    )
                 }
-                anyhow::ensure!(!vecs.is_empty(), "formulation {}: empty eigen-space", form.name);
-                let c = Coords::orthonormal(vecs, Some(vals.clone()))?;
-                (vals, c, cfg.eigen_radii.clone(), None)
-            }
-        };
-        // a box [lo, hi]^K reaches no further than √K · max(|lo|, hi)
-        let radii: Vec<f64> = match bounds {
-            Some((lo, hi)) => {
-                let (lo, hi): (f64, f64) = (lo, hi);
-                let cap = (coords.dim() as f64).sqrt() * lo.abs().max(hi);
-                radii.into_iter().filter(|&r| r <= cap * (1.0 + 1e-9)).collect()
-            }
-            None => radii,
-        };
-        anyhow::ensure!(
-            radii.len() >= 2,
-            "formulation {}: fewer than two radii within the reach of its {} coordinates",
-            form.name,
-            coords.dim()
-        );
-        let obj = ModelObjective::new(model, &train, form.loss, 0)?;
-        let (starts_n, iters) = if cfg.full_budget.contains(&form.name) {
-            (cfg.starts, cfg.iters)
-        } else {
-            (cfg.reduced_starts, cfg.reduced_iters)
-        };
-        let params = SphereParams {
-            radii: radii.clone(),
-            iters,
-            step: 0.3,
-            starts: starts_n,
-            seed: cfg.seed.wrapping_add(fi as u64),
-            bounds,
-            gradient_orthogonal: form.gradient_orthogonal,
-            subtract_quadratic: form.subtract_quadratic,
-            warm_start: !form.cold_starts,
-        };
-        let paths = search(&obj, theta0, &coords, &params, &Avoid::default(), &mut |_| {})
-            .with_context(|| format!("sphere search, formulation {}", form.name))?;
-        let mut g = vec![0.0; theta0.len()];
-        let loss0 = gensplit_sphere::Objective::value_grad(&ce, theta0, &mut g)?;
-        let mut starts = Vec::new();
-        for path in &paths {
-            let mut s = StartRun {
-                radii: radii.clone(),
-                loss: Vec::new(),
-                objective: Vec::new(),
-                unit_pr: Vec::new(),
-                test_acc: Vec::new(),
-                survival: Vec::new(),
-                transition: None,
-                break_index: None,
-                broken: None,
+                sp => {
+                    let (mut vals, mut vecs) = match sp {
+                        Space::HessianTop { k } => need(false, k)?,
+                        Space::GaussNewtonTop { k } => need(true, k)?,
+                        Space::HessianSlice { skip, k } => {
+                            let (v, u) = need(false, skip + k)?;
+                            (v.into_iter().skip(skip).collect(), u.into_iter().skip(skip).collect())
+                        }
+                        Space::Units
+                        | Space::EmbeddingComponents { .. }
+                        | Space::EmbeddingComponentsRotated { .. }
+                        | Space::EmbeddingComponentsIca { .. }
+                        | Space::EmbeddingSubspacesIca { .. } => {
+                            unreachable!("handled above")
+                        }
+                    };
+                    if form.positive_only {
+                        let keep: Vec<bool> = vals.iter().map(|&l| l > 0.0).collect();
+                        vecs = vecs
+                            .into_iter()
+                            .zip(&keep)
+                            .filter(|(_, &k)| k)
+                            .map(|(v, _)| v)
+                            .collect();
+                        vals.retain(|&l| l > 0.0);
+                    }
+                    anyhow::ensure!(!vecs.is_empty(), "formulation {}: empty eigen-space", form.name);
+                    let c = Coords::orthonormal(vecs, Some(vals.clone()))?;
+                    (vals, c, cfg.eigen_radii.clone(), None)
+                }
             };
-            for (i, q) in path.points.iter().enumerate() {
-                let d = coords.delta(&q.c);
-                let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
-                s.loss.push(gensplit_sphere::Objective::value_grad(&ce, &th, &mut g)?);
-                s.objective.push(q.objective);
-                s.unit_pr.push(unit_change_pr(model, theta0, &th, ta, tb));
-                s.test_acc.push(gensplit_models::evaluate(model, &th, &test, 4096)?.acc);
-                let sv = truth.survival(model, &th)?;
-                if s.break_index.is_none() {
-                    if let Some(k) = truth.single_break(&sv) {
-                        s.break_index = Some(i);
-                        s.broken = Some(k);
-                    }
+            // a box [lo, hi]^K reaches no further than √K · max(|lo|, hi)
+            let radii: Vec<f64> = match bounds {
+                Some((lo, hi)) => {
+                    let (lo, hi): (f64, f64) = (lo, hi);
+                    let cap = (coords.dim() as f64).sqrt() * lo.abs().max(hi);
+                    radii.into_iter().filter(|&r| r <= cap * (1.0 + 1e-9)).collect()
                 }
-                s.survival.push(sv);
-            }
-            s.transition = detect_transition(&s.radii, &s.unit_pr, cfg.threshold);
-            starts.push(s);
-        }
-        let single_breaks = starts.iter().filter(|s| s.broken.is_some()).count();
-        let mut broken_frequencies: Vec<usize> = starts.iter().filter_map(|s| s.broken).collect();
-        broken_frequencies.sort_unstable();
-        broken_frequencies.dedup();
-        let flagged_within_one = starts
-            .iter()
-            .filter(|s| match (s.transition, s.break_index) {
-                (Some(t), Some(b)) => t.index.abs_diff(b) <= 1,
-                _ => false,
-            })
-            .count();
-        let mut tr: Vec<f64> = starts.iter().filter_map(|s| s.transition.map(|t| t.radius)).collect();
-        tr.sort_by(f64::total_cmp);
-        let transition_radius = (!tr.is_empty()).then(|| tr[tr.len() / 2]);
-        tracing::info!(
-            label,
-            formulation = form.name,
-            single_breaks,
-            ?broken_frequencies,
-            ?transition_radius,
-            "sphere formulation done"
-        );
-        runs.push(FormulationRun {
-            formulation: form.clone(),
-            step,
-            loss0,
-            eigenvalues: values,
-            starts,
-            single_breaks,
-            broken_frequencies,
-            flagged_within_one,
-            transition_radius,
-            evaluations: starts_n * radii.len() * iters,
-        });
-        spaces.push((coords, params));
-        pb.inc(1);
-    }
+                None => radii,
+            };
+            anyhow::ensure!(
+                radii.len() >= 2,
+                "formulation {}: fewer than two radii within the reach of its {} coordinates",
+                form.name,
+                coords.dim()
+            );
+            let obj = ModelObjective::new(model, &train, form.loss, 0)?;
+            let (starts_n, iters) = if cfg.full_budget.contains(&form.name) {
+                (cfg.starts, cfg.iters)
+            } else {
+                (cfg.reduced_starts, cfg.reduced_iters)
+            };
+            let params = SphereParams {
+                radii: radii.clone(),
+                iters,
+                step: 0.3,
+                starts: starts_n,
+                seed: cfg.seed.wrapping_add(fi as u64),
+                bounds,
+                gradient_orthogonal: form.gradient_orthogonal,
+                subtract_quadratic: form.subtract_quadratic,
+                warm_start: !form.cold_starts,
+            };
+            let paths = search(&obj, theta0, &coords, &params, &Avoid::default(), &mut |_| {})
+                .with_context(|| format!("sphere search, formulation {}", form.name))?;
+            let loss0 = gensplit_sphere::Objective::value_grad(&ce, theta0, &mut vec![0.0; theta0.len()])?;
+            // score each start's path (label-using ground truth, never fed back
+            // into the search); starts in parallel, results in start order
+            let starts = paths
+                .par_iter()
+                .map(|path| -> Result<StartRun> {
+                    let mut g = vec![0.0; theta0.len()];
+                    let mut s = StartRun {
+                        radii: radii.clone(),
+                        loss: Vec::new(),
+                        objective: Vec::new(),
+                        unit_pr: Vec::new(),
+                        test_acc: Vec::new(),
+                        survival: Vec::new(),
+                        transition: None,
+                        break_index: None,
+                        broken: None,
+                    };
+                    for (i, q) in path.points.iter().enumerate() {
+                        let d = coords.delta(&q.c);
+                        let th: Vec<f64> = theta0.iter().zip(&d).map(|(a, b)| a + b).collect();
+                        s.loss.push(gensplit_sphere::Objective::value_grad(&ce, &th, &mut g)?);
+                        s.objective.push(q.objective);
+                        s.unit_pr.push(unit_change_pr(model, theta0, &th, ta, tb));
+                        s.test_acc.push(gensplit_models::evaluate(model, &th, &test, 4096)?.acc);
+                        let sv = truth.survival(model, &th)?;
+                        if s.break_index.is_none() {
+                            if let Some(k) = truth.single_break(&sv) {
+                                s.break_index = Some(i);
+                                s.broken = Some(k);
+                            }
+                        }
+                        s.survival.push(sv);
+                    }
+                    s.transition = detect_transition(&s.radii, &s.unit_pr, cfg.threshold);
+                    Ok(s)
+                })
+                .collect::<Result<Vec<StartRun>>>()?;
+            let single_breaks = starts.iter().filter(|s| s.broken.is_some()).count();
+            let mut broken_frequencies: Vec<usize> = starts.iter().filter_map(|s| s.broken).collect();
+            broken_frequencies.sort_unstable();
+            broken_frequencies.dedup();
+            let flagged_within_one = starts
+                .iter()
+                .filter(|s| match (s.transition, s.break_index) {
+                    (Some(t), Some(b)) => t.index.abs_diff(b) <= 1,
+                    _ => false,
+                })
+                .count();
+            let mut tr: Vec<f64> = starts.iter().filter_map(|s| s.transition.map(|t| t.radius)).collect();
+            tr.sort_by(f64::total_cmp);
+            let transition_radius = (!tr.is_empty()).then(|| tr[tr.len() / 2]);
+            tracing::info!(
+                label,
+                formulation = form.name,
+                single_breaks,
+                ?broken_frequencies,
+                ?transition_radius,
+                "sphere formulation done"
+            );
+            pb.inc(1);
+            Ok((
+                FormulationRun {
+                    formulation: form.clone(),
+                    step,
+                    loss0,
+                    eigenvalues: values,
+                    starts,
+                    single_breaks,
+                    broken_frequencies,
+                    flagged_within_one,
+                    transition_radius,
+                    evaluations: starts_n * radii.len() * iters,
+                },
+                (coords, params),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     pb.finish_and_clear();
+    // each formulation's search space and parameters, for the enumeration
+    let (runs, spaces): (Vec<FormulationRun>, Vec<(Coords, SphereParams)>) = per_formulation.into_iter().unzip();
     // the best formulation: most single breaks, then most distinct broken
     // frequencies (it found more modules), then most transitions flagged
     // within one radius step, then the first in the table

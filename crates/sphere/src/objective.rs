@@ -83,7 +83,8 @@ impl LogitLoss {
 }
 
 /// Something the sphere search can minimise: a scalar of θ and its gradient.
-pub trait Objective {
+/// `Sync`: the search evaluates its starts in parallel.
+pub trait Objective: Sync {
     /// Number of parameters.
     fn dim(&self) -> usize;
     /// `L(θ)`, writing `∇L(θ)` into `grad`.

@@ -20,12 +20,15 @@
 //! holds to rounding). A step is kept only when `F` decreases; `η` grows
 //! by 1.25 after an accepted step and halves after a rejected one.
 //! Each radius is warm-started from the previous radius's solution,
-//! rescaled. Several seeded random starts run independently.
+//! rescaled. Several seeded random starts run independently, in parallel
+//! (rayon); their random points are drawn up front from one seeded stream,
+//! so the result is the same for any number of threads.
 
 use crate::order::participation_ratio;
 use crate::{Coords, Objective, SphereError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Settings of one sphere search.
@@ -339,56 +342,80 @@ pub fn search<O: Objective>(
         });
     }
     let k = coords.dim();
-    let mut ev = Eval {
+    let eval = |quad| Eval {
         obj,
         theta0,
         coords,
-        quad: None,
+        quad,
         grad: vec![0.0; coords.params()],
         evals: 0,
     };
     let zero = vec![0.0; k];
-    let (l0, _, g0) = ev.at(&zero, 0.0)?;
-    if params.subtract_quadratic {
+    let (l0, _, g0) = eval(None).at(&zero, 0.0)?;
+    let quad = if params.subtract_quadratic {
         let q = coords.curvature().ok_or(SphereError::Param {
             field: "subtract_quadratic",
             reason: "the search space has no quadratic model (use eigenvector coordinates)".into(),
         })?;
-        ev.quad = Some((l0, g0.clone(), q.to_vec()));
-    }
+        Some((l0, g0.clone(), q.to_vec()))
+    } else {
+        None
+    };
     let mut all_avoid: Vec<Vec<f64>> = avoid.orthogonal.clone();
     if params.gradient_orthogonal {
         all_avoid.push(g0.clone());
     }
     let cons = Constraints::new(k, &all_avoid, &avoid.frozen)?;
+    // Every start's random points, drawn from one seeded stream in start
+    // order (a start's draws do not depend on its optimisation), so the
+    // starts can then run in parallel and the result does not depend on
+    // the number of threads.
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut out = Vec::with_capacity(params.starts);
-    for start in 0..params.starts {
-        let nonneg = params.bounds.is_some_and(|(lo, _)| lo >= 0.0);
-        let draw = |rng: &mut ChaCha8Rng| -> Vec<f64> {
-            (0..k)
+    let nonneg = params.bounds.is_some_and(|(lo, _)| lo >= 0.0);
+    let draws_per_start = if params.warm_start { 1 } else { params.radii.len() };
+    let draws: Vec<Vec<Vec<f64>>> = (0..params.starts)
+        .map(|_| {
+            (0..draws_per_start)
                 .map(|_| {
-                    let x = gaussian(rng);
-                    if nonneg {
-                        x.abs()
-                    } else {
-                        x
-                    }
+                    (0..k)
+                        .map(|_| {
+                            let x = gaussian(&mut rng);
+                            if nonneg {
+                                x.abs()
+                            } else {
+                                x
+                            }
+                        })
+                        .collect()
                 })
                 .collect()
-        };
-        let mut c = draw(&mut rng);
+        })
+        .collect();
+    let run_start = |start: usize| -> Result<StartPath, SphereError> {
+        let mut ev = eval(quad.clone());
+        let mut c = draws[start][0].clone();
         let mut points = Vec::with_capacity(params.radii.len());
         for (ri, &r) in params.radii.iter().enumerate() {
             if ri > 0 && !params.warm_start {
-                c = draw(&mut rng);
+                c = draws[start][ri].clone();
             }
             feasible(&mut c, r, &cons, params.bounds)?;
-            let point = minimise_at(&mut ev, &mut c, r, params, &cons)?;
-            observer(&Event::Radius { start, point: &point });
-            points.push(point);
+            points.push(minimise_at(&mut ev, &mut c, r, params, &cons)?);
         }
-        out.push(StartPath { start, points });
+        Ok(StartPath { start, points })
+    };
+    let out = (0..params.starts)
+        .into_par_iter()
+        .map(run_start)
+        .collect::<Result<Vec<StartPath>, SphereError>>()?;
+    // the observer sees every radius of every start, in start order
+    for path in &out {
+        for point in &path.points {
+            observer(&Event::Radius {
+                start: path.start,
+                point,
+            });
+        }
     }
     Ok(out)
 }
