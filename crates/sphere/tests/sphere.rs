@@ -66,6 +66,47 @@ fn planted_units_the_weakest_module_breaks_whole() {
 }
 
 #[test]
+fn search_is_the_same_on_any_number_of_threads_and_observed_in_start_order() {
+    // The starts run in parallel; their random points come from one seeded
+    // stream drawn up front, so 1 and 3 threads must give identical paths
+    // (bit for bit), cold starts included (one draw per radius).
+    let (model, theta, data) = planted::lookup_modules(3, &[2.0, 3.0, 4.0]);
+    let units = unit_groups(model.layout(), "fc1", "fc2").unwrap();
+    let coords = Coords::shrink(&theta, &units).unwrap();
+    let obj = ModelObjective::new(&model, &data, LogitLoss::CE, 0).unwrap();
+    for warm_start in [true, false] {
+        let params = SphereParams {
+            radii: vec![1.0, 2.0],
+            bounds: Some((0.0, 1.0)),
+            starts: 4,
+            iters: 10,
+            warm_start,
+            ..Default::default()
+        };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut seen = Vec::new();
+            let paths = pool.install(|| {
+                search(&obj, &theta, &coords, &params, &Avoid::default(), &mut |e| {
+                    let Event::Radius { start, point } = e;
+                    seen.push((*start, point.radius));
+                })
+                .unwrap()
+            });
+            (paths, seen)
+        };
+        let (one, seen_one) = run(1);
+        let (three, seen_three) = run(3);
+        assert_eq!(one, three, "warm_start = {warm_start}");
+        let expected: Vec<(usize, f64)> = (0..4).flat_map(|s| [(s, 1.0), (s, 2.0)]).collect();
+        assert_eq!(seen_one, expected);
+        assert_eq!(seen_three, expected);
+        // the starts differ from each other (the stream is not reused)
+        assert_ne!(one[0].points[0].c, one[1].points[0].c);
+    }
+}
+
+#[test]
 fn enumeration_finds_every_planted_module_once() {
     let (model, theta, data) = planted::lookup_modules(3, &[2.0, 3.0, 4.0]);
     let units = unit_groups(model.layout(), "fc1", "fc2").unwrap();
