@@ -227,6 +227,10 @@ struct Ctx<'a> {
     /// A fourth calibration set evaluated at every point (the de-mixed
     /// stand-ins of the semi-supervised runs).
     extra_eval: Option<(&'static str, Dataset)>,
+    /// θ* evaluated on [`Ctx::eval_sets`] (every straight line's α = 0).
+    base_eval: BTreeMap<String, gensplit_models::Eval>,
+    /// θ*'s logits on the held-out keep sets (the reference of `kl_keep`).
+    base_logits: BTreeMap<&'static str, Vec<f32>>,
     cfg: &'a SteerConfig,
 }
 
@@ -258,8 +262,24 @@ impl Ctx<'_> {
             Some(i) => thetas(i)?,
             None => self.theta.to_vec(),
         };
-        let heldout = sweep::evaluate_sets(self.model, &theta, &self.heldout_sets())?;
-        let kl_keep = sweep::kl_from(self.model, self.theta, &theta, &self.heldout[keep_set])?;
+        // the keep set's logits give both its accuracy and the KL
+        let mut heldout = BTreeMap::new();
+        let mut kl_keep = None;
+        for (name, data) in self.heldout_sets() {
+            match self.base_logits.get(name) {
+                Some(base) if name == keep_set => {
+                    let (e, kl) = sweep::evaluate_with_kl(self.model, &theta, data, base)
+                        .with_context(|| format!("held-out `{name}` evaluation of {method}"))?;
+                    heldout.insert(name.to_string(), e);
+                    kl_keep = Some(kl);
+                }
+                _ => heldout.extend(sweep::evaluate_sets(self.model, &theta, &[(name, data)])?),
+            }
+        }
+        let kl_keep = match kl_keep {
+            Some(kl) => kl,
+            None => sweep::kl_from(self.model, self.theta, &theta, &self.heldout[keep_set])?,
+        };
         Ok((
             MethodRun {
                 method: method.to_string(),
@@ -288,7 +308,14 @@ impl Ctx<'_> {
         info: BTreeMap<String, f64>,
     ) -> Result<(MethodRun, Vec<f32>)> {
         let alphas = sweep::symmetric_grid(&self.cfg.alphas)?;
-        let points = sweep::line(self.model, self.theta, d, &alphas, &self.eval_sets())?;
+        let points = sweep::line_with_base(
+            self.model,
+            self.theta,
+            d,
+            &alphas,
+            &self.eval_sets(),
+            Some(&self.base_eval),
+        )?;
         let th = self.theta;
         let keep_dir = !method.starts_with("random_s");
         let (mut run, theta) = self.finish(
@@ -454,10 +481,17 @@ pub fn run(
         cal_walk,
         heldout,
         extra_eval: None,
+        base_eval: BTreeMap::new(),
+        base_logits: BTreeMap::new(),
         cfg,
     };
     let base_cal = sweep::evaluate_sets(model, theta, &ctx.eval_sets())?;
     let base_heldout = sweep::evaluate_sets(model, theta, &ctx.heldout_sets())?;
+    ctx.base_eval = base_cal.clone();
+    for s in ["digits", "patterns"] {
+        let z = sweep::logits(model, theta, &ctx.heldout[s])?;
+        ctx.base_logits.insert(s, z);
+    }
     // Curvature products here run in f32 (the models' storage type; about
     // 1.6x faster than f64, relative error ~1e-7, far below what steering
     // can resolve); the eigenpairs themselves came from f64 Lanczos.
@@ -763,8 +797,13 @@ pub fn run(
                 None
             };
             ctx.extra_eval = stand_in.as_ref().map(|(cal, _)| (DEMIXED, cal.clone()));
+            ctx.base_eval = base_cal.clone();
             let base_stand_in = match &stand_in {
-                Some((cal, _)) => sweep::evaluate_sets(model, theta, &[(DEMIXED, cal)])?[DEMIXED].acc,
+                Some((cal, _)) => {
+                    let e = sweep::evaluate_sets(model, theta, &[(DEMIXED, cal)])?;
+                    ctx.base_eval.extend(e.clone());
+                    e[DEMIXED].acc
+                }
                 None => f64::NAN,
             };
             let rule = match (scenario, demix) {
@@ -870,6 +909,7 @@ pub fn run(
         }
     }
     ctx.extra_eval = None;
+    ctx.base_eval = base_cal.clone();
     Ok(SteerResult {
         model: name.to_string(),
         base_cal,

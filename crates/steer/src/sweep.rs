@@ -14,7 +14,7 @@
 //! p_base,c − log p_steered,c)`, in nats.
 
 use crate::SteerError;
-use gensplit_models::ops::log_softmax;
+use gensplit_models::ops::{ce_and_correct, log_softmax};
 use gensplit_models::{evaluate, evaluate_logits, Dataset, Eval, Model};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -91,14 +91,38 @@ pub fn line<M: Model + ?Sized>(
     alphas: &[f64],
     sets: &[(&str, &Dataset)],
 ) -> Result<Vec<Point>, SteerError> {
+    line_with_base(model, theta, d, alphas, sets, None)
+}
+
+/// [`line`], reusing `base` (the evaluation of θ* itself on every set of
+/// `sets`, as [`evaluate_sets`] returns it) at α = 0, where `θ* + 0·d` is
+/// θ* bit for bit: the same numbers without the forward passes. A `base`
+/// that lacks one of the sets is not used.
+pub fn line_with_base<M: Model + ?Sized>(
+    model: &M,
+    theta: &[f32],
+    d: &[f64],
+    alphas: &[f64],
+    sets: &[(&str, &Dataset)],
+    base: Option<&BTreeMap<String, Eval>>,
+) -> Result<Vec<Point>, SteerError> {
+    let base = base.and_then(|b| {
+        sets.iter()
+            .map(|(name, _)| b.get(*name).map(|e| (name.to_string(), e.clone())))
+            .collect::<Option<BTreeMap<String, Eval>>>()
+    });
     alphas
         .iter()
         .map(|&alpha| {
             let th = offset(theta, d, alpha)?;
+            let evals = match &base {
+                Some(b) if alpha == 0.0 && d.iter().all(|x| x.is_finite()) => b.clone(),
+                _ => evaluate_sets(model, &th, sets)?,
+            };
             Ok(Point {
                 alpha,
                 step: None,
-                evals: evaluate_sets(model, &th, sets)?,
+                evals,
             })
         })
         .collect()
@@ -177,24 +201,67 @@ pub fn operating_point(points: &[Point], rule: &Rule) -> Option<usize> {
 
 /// Mean `KL(p_base ‖ p)` over `data` (nats), from the logits of both models.
 pub fn kl_from<M: Model + ?Sized>(model: &M, base: &[f32], theta: &[f32], data: &Dataset) -> Result<f64, SteerError> {
+    let base_logits = logits(model, base, data)?;
+    Ok(evaluate_with_kl(model, theta, data, &base_logits)?.1)
+}
+
+/// The logits of θ on every sample of `data` (row-major `[n, classes]`),
+/// computed in chunks of 1024 samples like [`evaluate_sets`].
+pub fn logits<M: Model + ?Sized>(model: &M, theta: &[f32], data: &Dataset) -> Result<Vec<f32>, SteerError> {
+    let mut out = Vec::with_capacity(data.len() * model.classes());
+    for lo in (0..data.len()).step_by(1024) {
+        let hi = (lo + 1024).min(data.len());
+        out.extend(evaluate_logits(model, theta, &data.rows(lo, hi).0)?);
+    }
+    Ok(out)
+}
+
+/// One pass over `data` that gives both θ's evaluation (the numbers
+/// [`evaluate_sets`] gives for this set, bit for bit) and the mean
+/// `KL(p_base ‖ p_θ)` (nats) against the reference logits `base_logits`
+/// ([`logits`] of the reference model on the same data): the steered
+/// model's logits are computed once for both.
+pub fn evaluate_with_kl<M: Model + ?Sized>(
+    model: &M,
+    theta: &[f32],
+    data: &Dataset,
+    base_logits: &[f32],
+) -> Result<(Eval, f64), SteerError> {
     let classes = model.classes();
-    let mut total = 0.0;
-    let chunk = 1024;
-    for lo in (0..data.len()).step_by(chunk) {
-        let hi = (lo + chunk).min(data.len());
-        let (inp, _) = data.rows(lo, hi);
-        let zb = evaluate_logits(model, base, &inp)?;
+    if base_logits.len() != data.len() * classes {
+        return Err(SteerError::Length {
+            what: "reference logits".into(),
+            expected: data.len() * classes,
+            got: base_logits.len(),
+        });
+    }
+    let (mut loss, mut correct, mut kl) = (0.0, 0usize, 0.0);
+    for lo in (0..data.len()).step_by(1024) {
+        let hi = (lo + 1024).min(data.len());
+        let (inp, labels) = data.rows(lo, hi);
         let zs = evaluate_logits(model, theta, &inp)?;
+        let (l, c) = ce_and_correct(&zs, labels, classes);
+        loss += l * (hi - lo) as f64;
+        correct += c;
+        let zb = &base_logits[lo * classes..hi * classes];
         for (rb, rs) in zb.chunks(classes).zip(zs.chunks(classes)) {
             let (lb, ls) = (log_softmax(rb), log_softmax(rs));
-            total += lb.iter().zip(&ls).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+            kl += lb.iter().zip(&ls).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
         }
     }
-    let kl = total / data.len().max(1) as f64;
+    let n = data.len().max(1) as f64;
+    let eval = Eval {
+        loss: loss / n,
+        acc: correct as f64 / n,
+    };
+    if !eval.loss.is_finite() {
+        return Err(SteerError::NonFinite { what: "loss".into() });
+    }
+    let kl = kl / n;
     if !kl.is_finite() {
         return Err(SteerError::NonFinite {
             what: "KL divergence".into(),
         });
     }
-    Ok(kl.max(0.0))
+    Ok((eval, kl.max(0.0)))
 }

@@ -305,3 +305,40 @@ fn minibatch_walk_is_seeded_breaks_route_b_and_stops_at_chance() {
         Err(gensplit_steer::SteerError::Invalid { field: "stop_acc", .. })
     ));
 }
+
+#[test]
+fn one_pass_evaluations_equal_the_separate_ones_bit_for_bit() {
+    let p = planted();
+    let sets = [("a", &p.a), ("b", &p.b), ("mixed", &p.mixed)];
+    let n = p.model.layout().len();
+    let d: Vec<f64> = (0..n).map(|i| ((i * 7919 % 101) as f64 - 50.0) / 50.0 / (n as f64).sqrt()).collect();
+    let alphas = sweep::symmetric_grid(&[0.5, 2.0]).unwrap();
+    // α = 0 reuses the base evaluation; every other α is computed
+    let base = sweep::evaluate_sets(&p.model, &p.theta, &sets).unwrap();
+    let plain = sweep::line(&p.model, &p.theta, &d, &alphas, &sets).unwrap();
+    let reused = sweep::line_with_base(&p.model, &p.theta, &d, &alphas, &sets, Some(&base)).unwrap();
+    assert_eq!(plain, reused);
+    // a wrong base shows up at α = 0 only (it is used there, nowhere else)
+    let mut fake = base.clone();
+    fake.get_mut("a").unwrap().acc = -1.0;
+    let faked = sweep::line_with_base(&p.model, &p.theta, &d, &alphas, &sets, Some(&fake)).unwrap();
+    for (x, y) in plain.iter().zip(&faked) {
+        assert_eq!(x.alpha == 0.0, x != y, "α = {}", x.alpha);
+    }
+    // a base without one of the sets is not used
+    let partial: std::collections::BTreeMap<_, _> = fake.into_iter().filter(|(k, _)| k != "b").collect();
+    let unused = sweep::line_with_base(&p.model, &p.theta, &d, &alphas, &sets, Some(&partial)).unwrap();
+    assert_eq!(plain, unused);
+    // evaluation and KL from one pass equal the two separate passes
+    let reference = sweep::logits(&p.model, &p.theta, &p.a).unwrap();
+    assert_eq!(reference.len(), p.a.len() * p.model.classes());
+    for alpha in [0.0, 0.5, 2.0] {
+        let th = sweep::offset(&p.theta, &d, alpha).unwrap();
+        let (e, kl) = sweep::evaluate_with_kl(&p.model, &th, &p.a, &reference).unwrap();
+        assert_eq!(e, sweep::evaluate_sets(&p.model, &th, &[("a", &p.a)]).unwrap()["a"]);
+        assert_eq!(kl, sweep::kl_from(&p.model, &p.theta, &th, &p.a).unwrap());
+        assert_eq!(kl == 0.0, alpha == 0.0, "KL {kl} at α = {alpha}");
+    }
+    let err = sweep::evaluate_with_kl(&p.model, &p.theta, &p.a, &reference[1..]).unwrap_err();
+    assert!(err.to_string().contains("reference logits"), "{err}");
+}
