@@ -320,7 +320,9 @@ impl<O: Objective> Eval<'_, O> {
 
 /// Runs the search from every start over the whole radius schedule.
 /// `avoid` holds the deflation constraints (earlier breaks). Returns one
-/// path per start.
+/// path per start. The starts run in parallel on rayon's pool (the result
+/// is the same on any number of threads); `observer` then sees every
+/// radius of every start, in start order.
 pub fn search<O: Objective>(
     obj: &O,
     theta0: &[f64],
