@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 /// Every code component, as (name, workspace-relative paths). A path is a
 /// file or a directory (every file under it, recursively).
-pub const COMPONENTS: [(&str, &[&str]); 12] = [
+pub const COMPONENTS: [(&str, &[&str]); 13] = [
     ("gensplit-data", &["crates/data/Cargo.toml", "crates/data/src"]),
     ("gensplit-models", &["crates/models/Cargo.toml", "crates/models/src"]),
     ("gensplit-hvp", &["crates/hvp/Cargo.toml", "crates/hvp/src"]),
@@ -41,6 +41,7 @@ pub const COMPONENTS: [(&str, &[&str]); 12] = [
     ("xtask-steer", &["xtask/src/steer.rs"]),
     ("xtask-sphere", &["xtask/src/sphere.rs"]),
     ("xtask-sphere-cnn", &["xtask/src/sphere_cnn.rs"]),
+    ("xtask-split", &["xtask/src/split.rs"]),
 ];
 
 /// The components whose code computes `stage` (its inputs' code reaches its
@@ -72,6 +73,7 @@ pub fn stage_components(stage: &str) -> Option<&'static [&'static str]> {
         "gensplit-steer",
         "xtask-stages",
         "xtask-steer",
+        "xtask-split",
     ];
     const SPHERE: &[&str] = &[
         "gensplit-data",
@@ -89,6 +91,7 @@ pub fn stage_components(stage: &str) -> Option<&'static [&'static str]> {
         "gensplit-sphere",
         "xtask-stages",
         "xtask-sphere-cnn",
+        "xtask-split",
     ];
     Some(match stage {
         "data" => DATA,

@@ -15,6 +15,7 @@ pub mod report;
 pub mod sphere;
 pub mod sphere_cnn;
 pub mod sphere_report;
+pub mod split;
 pub mod stages;
 pub mod steer;
 pub mod steer_report;

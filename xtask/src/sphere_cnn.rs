@@ -22,7 +22,7 @@
 //! one pure accuracy ≤ 50% and the other ≥ 90%.
 
 use crate::stages::{Images, Trained};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gensplit_models::{evaluate, Dataset, Model};
 use gensplit_sphere::{detect_transition, search, Avoid, Coords, LogitLoss, ModelObjective, SphereParams};
 use serde::{Deserialize, Serialize};
@@ -167,17 +167,6 @@ impl CnnSphereResult {
     }
 }
 
-fn slice(set: &gensplit_data::ImageSet, lo: usize, n: usize, what: &str) -> Result<Dataset> {
-    if lo.checked_add(n).is_none_or(|hi| hi > set.len()) || n == 0 {
-        bail!(
-            "sphere_cnn config: {what} needs images {lo}..{} but the set has {}",
-            lo as u128 + n as u128,
-            set.len()
-        );
-    }
-    Ok(Dataset::from_images(&set.subset(&(lo..lo + n).collect::<Vec<_>>())))
-}
-
 fn accs<M: Model + ?Sized>(model: &M, theta: &[f32], sets: &[Dataset; 3]) -> Result<Accs> {
     let e = |d: &Dataset| -> Result<f64> { Ok(evaluate(model, theta, d, 500)?.acc) };
     Ok(Accs {
@@ -191,24 +180,33 @@ fn accs<M: Model + ?Sized>(model: &M, theta: &[f32], sets: &[Dataset; 3]) -> Res
 pub fn run(trained: &Trained, images: &Images, cfg: &CnnSphereConfig) -> Result<CnnSphereResult> {
     let model = &trained.model;
     let theta0: Vec<f64> = trained.theta.iter().map(|&x| x as f64).collect();
-    let search_data = slice(&images.train_mixed, 0, cfg.samples, "samples (mixed training images)")?;
+    let search_data = crate::split::range(
+        &images.train_mixed,
+        0,
+        cfg.samples,
+        "sphere_cnn",
+        "samples (mixed training images)",
+    )?;
     let scoring = [
-        slice(
+        crate::split::range(
             &images.test_digits,
             cfg.eval_start,
             cfg.eval_size,
+            "sphere_cnn",
             "the digits scoring set",
         )?,
-        slice(
+        crate::split::range(
             &images.test_patterns,
             cfg.eval_start,
             cfg.eval_size,
+            "sphere_cnn",
             "the patterns scoring set",
         )?,
-        slice(
+        crate::split::range(
             &images.test_mixed,
             cfg.eval_start,
             cfg.eval_size,
+            "sphere_cnn",
             "the mixed scoring set",
         )?,
     ];

@@ -191,18 +191,6 @@ pub struct SteerResult {
     pub directions: Vec<DirectionRuns>,
 }
 
-fn range_set(set: &ImageSet, lo: usize, n: usize, what: &str) -> Result<Dataset> {
-    // Checked: `lo` and `n` come from the user's config.
-    if lo.checked_add(n).is_none_or(|hi| hi > set.len()) {
-        bail!(
-            "steer config: {what} needs test images {lo}..{} but the set has {} (raise data.test_size or lower the split)",
-            lo as u128 + n as u128,
-            set.len()
-        );
-    }
-    Ok(Dataset::from_images(&set.subset(&(lo..lo + n).collect::<Vec<_>>())))
-}
-
 fn bar(len: usize, label: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
@@ -436,15 +424,33 @@ pub fn run(
     let mut cal_walk = BTreeMap::new();
     let mut heldout = BTreeMap::new();
     for s in SETS {
-        cal_full.insert(s, range_set(test[s], 0, hc.subset, "the calibration split")?);
-        cal_eval.insert(s, range_set(test[s], 0, cfg.cal_eval, "the calibration split")?);
+        cal_full.insert(
+            s,
+            crate::split::range(test[s], 0, hc.subset, "steer", "the calibration split")?,
+        );
+        cal_eval.insert(
+            s,
+            crate::split::range(test[s], 0, cfg.cal_eval, "steer", "the calibration split")?,
+        );
         cal_walk.insert(
             s,
-            range_set(test[s], cfg.cal_eval, hc.subset - cfg.cal_eval, "the calibration split")?,
+            crate::split::range(
+                test[s],
+                cfg.cal_eval,
+                hc.subset - cfg.cal_eval,
+                "steer",
+                "the calibration split",
+            )?,
         );
         heldout.insert(
             s,
-            range_set(test[s], cfg.heldout_start, cfg.heldout_size, "the held-out split")?,
+            crate::split::range(
+                test[s],
+                cfg.heldout_start,
+                cfg.heldout_size,
+                "steer",
+                "the held-out split",
+            )?,
         );
     }
     let hess: BTreeMap<&str, &HessianResult> = SETS
@@ -998,22 +1004,5 @@ pub fn steered_theta(
             run.method,
             100.0 * cfg.max_keep_drop
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Split bounds come from the user's config: an overflowing
-    /// `heldout_start + heldout_size` is an error naming the split, not an
-    /// arithmetic-overflow panic.
-    #[test]
-    fn range_set_rejects_overflowing_config_values() {
-        let set = ImageSet::new(vec![0.0; 2 * 784], vec![1, 2]).unwrap();
-        let e = range_set(&set, usize::MAX, 2, "the held-out split").unwrap_err();
-        assert!(e.to_string().contains("held-out split"), "{e}");
-        assert!(range_set(&set, 1, 2, "x").is_err());
-        assert_eq!(range_set(&set, 1, 1, "x").unwrap().labels, vec![2]);
     }
 }

@@ -311,7 +311,9 @@ fn one_pass_evaluations_equal_the_separate_ones_bit_for_bit() {
     let p = planted();
     let sets = [("a", &p.a), ("b", &p.b), ("mixed", &p.mixed)];
     let n = p.model.layout().len();
-    let d: Vec<f64> = (0..n).map(|i| ((i * 7919 % 101) as f64 - 50.0) / 50.0 / (n as f64).sqrt()).collect();
+    let d: Vec<f64> = (0..n)
+        .map(|i| ((i * 7919 % 101) as f64 - 50.0) / 50.0 / (n as f64).sqrt())
+        .collect();
     let alphas = sweep::symmetric_grid(&[0.5, 2.0]).unwrap();
     // α = 0 reuses the base evaluation; every other α is computed
     let base = sweep::evaluate_sets(&p.model, &p.theta, &sets).unwrap();
