@@ -16,6 +16,7 @@
 use crate::SteerError;
 use gensplit_models::ops::{ce_and_correct, log_softmax};
 use gensplit_models::{evaluate, evaluate_logits, Dataset, Eval, Model};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -111,8 +112,9 @@ pub fn line_with_base<M: Model + ?Sized>(
             .map(|(name, _)| b.get(*name).map(|e| (name.to_string(), e.clone())))
             .collect::<Option<BTreeMap<String, Eval>>>()
     });
+    // the points are independent: evaluated in parallel, kept in α order
     alphas
-        .iter()
+        .par_iter()
         .map(|&alpha| {
             let th = offset(theta, d, alpha)?;
             let evals = match &base {
