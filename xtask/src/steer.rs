@@ -531,15 +531,9 @@ pub fn run(
             if r == s {
                 continue;
             }
-            let mut out = Vec::with_capacity(k);
-            for (i, x) in uvecs[r].iter().enumerate() {
-                out.push(
-                    products(&op, std::slice::from_ref(x))
-                        .with_context(|| format!("H_{s} u_{r},{i}"))?
-                        .remove(0),
-                );
-                pb.inc(1);
-            }
+            // all k products of one pair at once: they run in parallel
+            let out = products(&op, &uvecs[r]).with_context(|| format!("H_{s} U_{r}"))?;
+            pb.inc(uvecs[r].len() as u64);
             cross_prod.insert((r, s), out);
         }
     }

@@ -31,6 +31,7 @@ use crate::subspace::Basis;
 use crate::SteerError;
 use gensplit_eigen::sym_eig;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
 fn check(what: &str, v: &[f64], n: usize) -> Result<(), SteerError> {
     if v.len() != n {
@@ -299,12 +300,14 @@ fn solve(span: &[Vec<f64>], ha: &[Vec<f64>], hk: &[Vec<f64>], mu: f64, auto: boo
 }
 
 /// Products `H x` for a list of vectors through any
-/// [`gensplit_eigen::LinearOperator`] (e.g. a `gensplit_hvp::HessianOperator`).
-pub fn products<A: gensplit_eigen::LinearOperator + ?Sized>(
+/// [`gensplit_eigen::LinearOperator`] (e.g. a `gensplit_hvp::HessianOperator`),
+/// computed in parallel (rayon) and returned in input order.
+pub fn products<A: gensplit_eigen::LinearOperator + Sync + ?Sized>(
     op: &A,
     xs: &[Vec<f64>],
 ) -> Result<Vec<Vec<f64>>, SteerError> {
-    xs.iter()
+    // the products are independent: computed in parallel, in input order
+    xs.par_iter()
         .enumerate()
         .map(|(i, x)| {
             check(&format!("vector {i}"), x, op.dim())?;
