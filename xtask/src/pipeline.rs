@@ -248,11 +248,11 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
         ("hessian_modadd", 20.0),
         ("train_modadd_seed2", 150.0),
         ("hessian_blocks", 220.0),
-        ("steer_pretrained", 660.0),
-        ("steer_mixed_only", 1080.0),
-        ("sphere_modadd", 175.0),
-        ("sphere_modadd_seed2", 110.0),
-        ("sphere_cnn", 40.0),
+        ("steer_pretrained", 500.0),
+        ("steer_mixed_only", 510.0),
+        ("sphere_modadd", 85.0),
+        ("sphere_modadd_seed2", 55.0),
+        ("sphere_cnn", 30.0),
     ];
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };

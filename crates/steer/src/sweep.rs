@@ -109,7 +109,7 @@ pub fn line_with_base<M: Model + ?Sized>(
 ) -> Result<Vec<Point>, SteerError> {
     let base = base.and_then(|b| {
         sets.iter()
-            .map(|(name, _)| b.get(*name).map(|e| (name.to_string(), e.clone())))
+            .map(|(name, _)| b.get(*name).map(|e| (name.to_string(), *e)))
             .collect::<Option<BTreeMap<String, Eval>>>()
     });
     // the points are independent: evaluated in parallel, kept in α order
