@@ -217,7 +217,7 @@ struct Ctx<'a> {
     extra_eval: Option<(&'static str, Dataset)>,
     /// θ* evaluated on [`Ctx::eval_sets`] (every straight line's α = 0).
     base_eval: BTreeMap<String, gensplit_models::Eval>,
-    /// θ*'s logits on the held-out keep sets (the reference of `kl_keep`).
+    /// θ*'s logits on the held-out sets (the reference of `kl_keep`).
     base_logits: BTreeMap<&'static str, Vec<f32>>,
     cfg: &'a SteerConfig,
 }
@@ -492,12 +492,18 @@ pub fn run(
         cfg,
     };
     let base_cal = sweep::evaluate_sets(model, theta, &ctx.eval_sets())?;
-    let base_heldout = sweep::evaluate_sets(model, theta, &ctx.heldout_sets())?;
-    ctx.base_eval = base_cal.clone();
-    for s in ["digits", "patterns"] {
+    // θ*'s held-out logits: its held-out evaluation and the KL reference
+    let mut base_heldout = BTreeMap::new();
+    for s in SETS {
         let z = sweep::logits(model, theta, &ctx.heldout[s])?;
+        base_heldout.insert(
+            s.to_string(),
+            sweep::evaluate_from_logits(&z, &ctx.heldout[s], model.classes())
+                .with_context(|| format!("held-out `{s}` evaluation of θ*"))?,
+        );
         ctx.base_logits.insert(s, z);
     }
+    ctx.base_eval = base_cal.clone();
     // Curvature products here run in f32 (the models' storage type; about
     // 1.6x faster than f64, relative error ~1e-7, far below what steering
     // can resolve); the eigenpairs themselves came from f64 Lanczos.
@@ -801,8 +807,9 @@ pub fn run(
             let base_stand_in = match &stand_in {
                 Some((cal, _)) => {
                     let e = sweep::evaluate_sets(model, theta, &[(DEMIXED, cal)])?;
-                    ctx.base_eval.extend(e.clone());
-                    e[DEMIXED].acc
+                    let acc = e[DEMIXED].acc;
+                    ctx.base_eval.extend(e);
+                    acc
                 }
                 None => f64::NAN,
             };
@@ -909,7 +916,6 @@ pub fn run(
         }
     }
     ctx.extra_eval = None;
-    ctx.base_eval = base_cal.clone();
     Ok(SteerResult {
         model: name.to_string(),
         base_cal,

@@ -43,7 +43,11 @@ impl Point {
     }
 }
 
-/// Evaluates θ (f32) on every named set, in chunks of 1024 samples.
+/// Samples per forward pass of every evaluation here (bounded memory; the
+/// chunking fixes the order of the sums, so all paths agree bit for bit).
+const CHUNK: usize = 1024;
+
+/// Evaluates θ (f32) on every named set, in chunks of [`CHUNK`] samples.
 pub fn evaluate_sets<M: Model + ?Sized>(
     model: &M,
     theta: &[f32],
@@ -51,7 +55,7 @@ pub fn evaluate_sets<M: Model + ?Sized>(
 ) -> Result<BTreeMap<String, Eval>, SteerError> {
     let mut out = BTreeMap::new();
     for (name, data) in sets {
-        let e = evaluate(model, theta, data, 1024)?;
+        let e = evaluate(model, theta, data, CHUNK)?;
         if !e.loss.is_finite() {
             return Err(SteerError::NonFinite {
                 what: format!("loss on `{name}`"),
@@ -208,48 +212,28 @@ pub fn kl_from<M: Model + ?Sized>(model: &M, base: &[f32], theta: &[f32], data: 
 }
 
 /// The logits of θ on every sample of `data` (row-major `[n, classes]`),
-/// computed in chunks of 1024 samples like [`evaluate_sets`].
+/// computed in chunks of [`CHUNK`] samples like [`evaluate_sets`].
 pub fn logits<M: Model + ?Sized>(model: &M, theta: &[f32], data: &Dataset) -> Result<Vec<f32>, SteerError> {
     let mut out = Vec::with_capacity(data.len() * model.classes());
-    for lo in (0..data.len()).step_by(1024) {
-        let hi = (lo + 1024).min(data.len());
+    for lo in (0..data.len()).step_by(CHUNK) {
+        let hi = (lo + CHUNK).min(data.len());
         out.extend(evaluate_logits(model, theta, &data.rows(lo, hi).0)?);
     }
     Ok(out)
 }
 
-/// One pass over `data` that gives both θ's evaluation (the numbers
-/// [`evaluate_sets`] gives for this set, bit for bit) and the mean
-/// `KL(p_base ‖ p_θ)` (nats) against the reference logits `base_logits`
-/// ([`logits`] of the reference model on the same data): the steered
-/// model's logits are computed once for both.
-pub fn evaluate_with_kl<M: Model + ?Sized>(
-    model: &M,
-    theta: &[f32],
-    data: &Dataset,
-    base_logits: &[f32],
-) -> Result<(Eval, f64), SteerError> {
-    let classes = model.classes();
-    if base_logits.len() != data.len() * classes {
-        return Err(SteerError::Length {
-            what: "reference logits".into(),
-            expected: data.len() * classes,
-            got: base_logits.len(),
-        });
-    }
-    let (mut loss, mut correct, mut kl) = (0.0, 0usize, 0.0);
-    for lo in (0..data.len()).step_by(1024) {
-        let hi = (lo + 1024).min(data.len());
-        let (inp, labels) = data.rows(lo, hi);
-        let zs = evaluate_logits(model, theta, &inp)?;
-        let (l, c) = ce_and_correct(&zs, labels, classes);
+/// The evaluation of `data` from its [`logits`]: the numbers
+/// [`evaluate_sets`] gives for this set, bit for bit (the same per-chunk
+/// sums), without another forward pass.
+pub fn evaluate_from_logits(logits: &[f32], data: &Dataset, classes: usize) -> Result<Eval, SteerError> {
+    check_logits(logits, data, classes, "logits")?;
+    let mut loss = 0.0;
+    let mut correct = 0usize;
+    for lo in (0..data.len()).step_by(CHUNK) {
+        let hi = (lo + CHUNK).min(data.len());
+        let (l, c) = ce_and_correct(&logits[lo * classes..hi * classes], &data.labels[lo..hi], classes);
         loss += l * (hi - lo) as f64;
         correct += c;
-        let zb = &base_logits[lo * classes..hi * classes];
-        for (rb, rs) in zb.chunks(classes).zip(zs.chunks(classes)) {
-            let (lb, ls) = (log_softmax(rb), log_softmax(rs));
-            kl += lb.iter().zip(&ls).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
-        }
     }
     let n = data.len().max(1) as f64;
     let eval = Eval {
@@ -259,7 +243,40 @@ pub fn evaluate_with_kl<M: Model + ?Sized>(
     if !eval.loss.is_finite() {
         return Err(SteerError::NonFinite { what: "loss".into() });
     }
-    let kl = kl / n;
+    Ok(eval)
+}
+
+fn check_logits(logits: &[f32], data: &Dataset, classes: usize, what: &str) -> Result<(), SteerError> {
+    if logits.len() != data.len() * classes {
+        return Err(SteerError::Length {
+            what: what.into(),
+            expected: data.len() * classes,
+            got: logits.len(),
+        });
+    }
+    Ok(())
+}
+
+/// θ's evaluation on `data` ([`evaluate_from_logits`]) and the mean
+/// `KL(p_base ‖ p_θ)` (nats) against the reference logits `base_logits`
+/// ([`logits`] of the reference model on the same data), from one forward
+/// pass of θ.
+pub fn evaluate_with_kl<M: Model + ?Sized>(
+    model: &M,
+    theta: &[f32],
+    data: &Dataset,
+    base_logits: &[f32],
+) -> Result<(Eval, f64), SteerError> {
+    let classes = model.classes();
+    check_logits(base_logits, data, classes, "reference logits")?;
+    let zs = logits(model, theta, data)?;
+    let eval = evaluate_from_logits(&zs, data, classes)?;
+    let mut kl = 0.0;
+    for (rb, rs) in base_logits.chunks(classes).zip(zs.chunks(classes)) {
+        let (lb, ls) = (log_softmax(rb), log_softmax(rs));
+        kl += lb.iter().zip(&ls).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+    }
+    let kl = kl / data.len().max(1) as f64;
     if !kl.is_finite() {
         return Err(SteerError::NonFinite {
             what: "KL divergence".into(),

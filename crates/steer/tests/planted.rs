@@ -334,6 +334,10 @@ fn one_pass_evaluations_equal_the_separate_ones_bit_for_bit() {
     // evaluation and KL from one pass equal the two separate passes
     let reference = sweep::logits(&p.model, &p.theta, &p.a).unwrap();
     assert_eq!(reference.len(), p.a.len() * p.model.classes());
+    assert_eq!(
+        sweep::evaluate_from_logits(&reference, &p.a, p.model.classes()).unwrap(),
+        base["a"]
+    );
     for alpha in [0.0, 0.5, 2.0] {
         let th = sweep::offset(&p.theta, &d, alpha).unwrap();
         let (e, kl) = sweep::evaluate_with_kl(&p.model, &th, &p.a, &reference).unwrap();
