@@ -489,6 +489,64 @@ fn fused_dual_conv_is_deterministic() {
     assert_eq!(one, many);
 }
 
+/// The conv kernels keep their work buffers in a per-thread pool between
+/// calls. A call after one that left NaN in every buffer (NaN inputs and
+/// weights, a different batch size) gives the same bits as a call on fresh
+/// buffers: no buffer is read before it is written, and the padded input's
+/// zero border survives reuse.
+#[test]
+fn reused_conv_buffers_change_no_result() {
+    use gensplit_models::conv::{dual_backward_raw, dual_forward_raw};
+    let g = ConvGeom {
+        c_in: 2,
+        h: 7,
+        w: 7,
+        c_out: 3,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let n = 19;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut draw = |len: usize| rand_vec(&mut rng, len);
+    let (x, xd) = (draw(n * g.in_features()), draw(n * g.in_features()));
+    let (w, v, b, c) = (draw(g.weight_len()), draw(g.weight_len()), draw(3), draw(3));
+    let (gz, gzd) = (draw(n * g.out_features()), draw(n * g.out_features()));
+    let run = |x: &[f64], w: &[f64], n: usize| {
+        let y = forward_raw(&g, x, w, &b, n);
+        let (z, zd) = dual_forward_raw(&g, x, Some(&xd[..x.len()]), w, &v, &b, &c, n);
+        let mut dx = vec![0.0; x.len()];
+        let mut dxd = vec![0.0; x.len()];
+        let fo = n * g.out_features();
+        let (dw, db) = dual_backward_raw(
+            &g,
+            x,
+            Some(&xd[..x.len()]),
+            w,
+            &v,
+            &gz[..fo],
+            Some(&gzd[..fo]),
+            n,
+            Some(&mut dx),
+            Some(&mut dxd),
+        );
+        (y, z, zd, dx, dxd, dw, db)
+    };
+    let pool = || rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let fresh = pool().install(|| run(&x, &w, n));
+    let reused = pool().install(|| {
+        let m = 5;
+        let poison = run(&vec![f64::NAN; m * g.in_features()], &vec![f64::NAN; w.len()], m);
+        assert!(
+            poison.0.iter().all(|v| v.is_nan()),
+            "the poisoning call must fill its buffers with NaN"
+        );
+        run(&x, &w, n)
+    });
+    assert!(fresh.0.iter().all(|v| v.is_finite()));
+    assert_eq!(fresh, reused);
+}
+
 /// The fused conv+ReLU op (what the CNN's forward calls through
 /// `Primal::conv2d_relu`) against the default composition `conv2d` then
 /// dfdx's `relu` ([`gensplit_models::ops::Unfused`]): same logits and

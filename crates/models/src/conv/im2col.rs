@@ -46,6 +46,11 @@ impl<E: Float> Patcher<E> {
         }
     }
 
+    /// The geometry these buffers are sized for.
+    pub(crate) fn geom(&self) -> &ConvGeom {
+        &self.g
+    }
+
     /// im2col of one sample `x` (`[C·H·W]`) into the columns
     /// `off..off + Ho·Wo` of `cols`, a `[C·k·k, ld]` matrix.
     pub(crate) fn im2col(&mut self, x: &[E], cols: &mut [E], ld: usize, off: usize) {
@@ -150,9 +155,8 @@ fn gather_rows<E: Float, const S: usize>(
                     if s == 1 {
                         dst.copy_from_slice(src);
                     } else {
-                        // chunks(s) starts at every s-th element; the last may be short.
-                        for (d, c) in dst.iter_mut().zip(src.chunks(s)) {
-                            *d = c[0];
+                        for (d, &x) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                            *d = x;
                         }
                     }
                 }
@@ -189,8 +193,8 @@ fn scatter_rows<E: Float, const S: usize>(
                     if s == 1 {
                         dst.iter_mut().zip(src).for_each(|(d, &x)| *d += x);
                     } else {
-                        for (c, &x) in dst.chunks_mut(s).zip(src) {
-                            c[0] += x;
+                        for (d, &x) in dst.iter_mut().step_by(s).zip(src) {
+                            *d += x;
                         }
                     }
                 }

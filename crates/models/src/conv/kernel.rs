@@ -12,6 +12,9 @@ use super::geometry::ConvGeom;
 use super::im2col::Patcher;
 use crate::Float;
 use rayon::prelude::*;
+use std::any::Any;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
 
 /// Samples per parallel work item and per GEMM (fixed, for determinism).
 pub const CHUNK: usize = 8;
@@ -84,6 +87,64 @@ impl<E: Float> Work<E> {
     }
 }
 
+/// Most [`Work`] buffers a thread keeps between calls.
+const POOL_MAX: usize = 16;
+
+thread_local! {
+    /// This thread's idle [`Work`] buffers (any element type and geometry).
+    static POOL: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`Work`] buffers borrowed from the calling thread's pool (a new set when
+/// the pool has none of this element type and geometry) and returned to it
+/// on drop. Rayon calls a parallel loop's `init` once per piece it splits
+/// off, often once per chunk: without the pool every piece allocated and
+/// zeroed megabytes of columns. Every buffer is written before it is read
+/// (the padded input's border is never written, so it stays zero), so reuse
+/// changes no result.
+struct Scratch<E: Float>(Option<Work<E>>);
+
+impl<E: Float> Scratch<E> {
+    fn get(g: &ConvGeom) -> Self {
+        let found = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p
+                .iter()
+                .position(|b| b.downcast_ref::<Work<E>>().is_some_and(|w| w.pt.geom() == g))?;
+            p.swap_remove(i).downcast::<Work<E>>().ok()
+        });
+        Self(Some(found.map_or_else(|| Work::new(g), |b| *b)))
+    }
+}
+
+impl<E: Float> Deref for Scratch<E> {
+    type Target = Work<E>;
+    fn deref(&self) -> &Work<E> {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl<E: Float> DerefMut for Scratch<E> {
+    fn deref_mut(&mut self) -> &mut Work<E> {
+        self.0.as_mut().expect("present until drop")
+    }
+}
+
+impl<E: Float> Drop for Scratch<E> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            // `try_with`: during thread teardown the pool may be gone.
+            let _ = POOL.try_with(|p| {
+                if let Ok(mut p) = p.try_borrow_mut() {
+                    if p.len() < POOL_MAX {
+                        p.push(Box::new(w));
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// Resizes `buf` to `len` (contents unspecified; callers overwrite).
 fn sized<E: Float>(buf: &mut Vec<E>, len: usize) -> &mut [E] {
     buf.resize(len, E::zero());
@@ -147,25 +208,20 @@ pub(crate) fn chunked_forward<E: Float>(
         .zip(mask_chunks)
         .enumerate()
         .for_each_init(
-            || Work::new(g),
+            || Scratch::get(g),
             |wk, (ci, ((zc, zdc), mut mc))| {
+                let wk: &mut Work<E> = wk;
                 let (lo, hi) = chunk_range(ci, n);
                 let l = (hi - lo) * hw;
                 let cols = sized(&mut wk.cols, patch * l);
                 wk.pt.im2col_chunk(&x[lo * fin..hi * fin], cols);
                 let out = sized(&mut wk.out, rows * l);
                 matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
-                match mc.as_deref_mut() {
-                    Some(mc) => unpack_rows(&out[..o * l], b, zc, hw, fout, |i, v| {
-                        mc[i] = v > E::zero();
-                        if mc[i] {
-                            v
-                        } else {
-                            E::zero()
-                        }
-                    }),
-                    None => unpack_rows(&out[..o * l], b, zc, hw, fout, |_, v| v),
-                }
+                let post = match mc.as_deref_mut() {
+                    Some(mc) => Post::Relu(mc),
+                    None => Post::Plain,
+                };
+                unpack_rows(&out[..o * l], b, zc, hw, fout, post);
                 if let (Some((_, c)), Some(zdc)) = (tangent, zdc) {
                     let (_, outd) = out.split_at_mut(o * l);
                     if let Some(xd) = xdot {
@@ -224,8 +280,9 @@ pub(crate) fn chunked_tangent<E: Float>(
     assert!(mask.is_none_or(|m| m.len() == n * fout));
     let mut zd = vec![E::zero(); n * fout];
     zd.par_chunks_mut(fout * CHUNK).enumerate().for_each_init(
-        || Work::new(g),
+        || Scratch::get(g),
         |wk, (ci, zdc)| {
+            let wk: &mut Work<E> = wk;
             let (lo, hi) = chunk_range(ci, n);
             let l = (hi - lo) * hw;
             let out = sized(&mut wk.out, o * l);
@@ -261,24 +318,40 @@ fn opt_chunks<T>(d: Option<&mut [T]>, piece: usize, nch: usize) -> Vec<Option<&m
     }
 }
 
-/// `dst[i] = post(i, src[o·(m·hw) + s·hw + p] + bias[o])` with
-/// `i = s·fout + o·hw + p`, for the `m = dst.len() / fout` samples of a chunk.
-#[inline(always)]
-fn unpack_rows<E: Float>(
-    src: &[E],
-    bias: &[E],
-    dst: &mut [E],
-    hw: usize,
-    fout: usize,
-    mut post: impl FnMut(usize, E) -> E,
-) {
+/// What [`unpack_rows`] does to `z = src + bias` on the way out.
+enum Post<'a> {
+    /// `z`.
+    Plain,
+    /// `max(z, 0)`, recording `1[z > 0]` (same layout as `dst`).
+    Relu(&'a mut [bool]),
+    /// `z` where the mask (same layout as `dst`) is true, else 0.
+    Masked(&'a [bool]),
+}
+
+/// `dst[i] = post(src[o·(m·hw) + s·hw + p] + bias[o])` with
+/// `i = s·fout + o·hw + p`, for the `m = dst.len() / fout` samples of a
+/// chunk: one contiguous row of `hw` values per (sample, channel), so the
+/// inner loops are plain zips.
+fn unpack_rows<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: usize, mut post: Post<'_>) {
     let l = src.len() / bias.len();
     for (s, ds) in dst.chunks_mut(fout).enumerate() {
         for (oi, (row, &bo)) in ds.chunks_mut(hw).zip(bias).enumerate() {
             let sr = &src[oi * l + s * hw..][..hw];
-            let base = s * fout + oi * hw;
-            for (p, (d, &v)) in row.iter_mut().zip(sr).enumerate() {
-                *d = post(base + p, v + bo);
+            let at = s * fout + oi * hw;
+            match &mut post {
+                Post::Plain => row.iter_mut().zip(sr).for_each(|(d, &v)| *d = v + bo),
+                Post::Relu(m) => {
+                    for ((d, &v), k) in row.iter_mut().zip(sr).zip(&mut m[at..at + hw]) {
+                        let z = v + bo;
+                        *k = z > E::zero();
+                        *d = if *k { z } else { E::zero() };
+                    }
+                }
+                Post::Masked(m) => {
+                    for ((d, &v), &k) in row.iter_mut().zip(sr).zip(&m[at..at + hw]) {
+                        *d = if k { v + bo } else { E::zero() };
+                    }
+                }
             }
         }
     }
@@ -287,10 +360,11 @@ fn unpack_rows<E: Float>(
 /// [`unpack_rows`] zeroing where the chunk's ReLU `mask` is false (`None`:
 /// no ReLU).
 fn unpack_masked<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: usize, mask: Option<&[bool]>) {
-    match mask {
-        Some(m) => unpack_rows(src, bias, dst, hw, fout, |i, v| if m[i] { v } else { E::zero() }),
-        None => unpack_rows(src, bias, dst, hw, fout, |_, v| v),
-    }
+    let post = match mask {
+        Some(m) => Post::Masked(m),
+        None => Post::Plain,
+    };
+    unpack_rows(src, bias, dst, hw, fout, post);
 }
 
 /// The inverse layout move: `dst[o·(m·hw) + s·hw + p] = src[s·fout + o·hw + p]`,
@@ -404,8 +478,9 @@ pub(crate) fn chunked_backward<E: Float>(
         .zip(dxds)
         .enumerate()
         .map_init(
-            || Work::new(g),
+            || Scratch::get(g),
             |wk, (ci, (mut dxc, mut dxdc))| {
+                let wk: &mut Work<E> = wk;
                 let mut dw = vec![E::zero(); g.weight_len()];
                 let mut db = vec![E::zero(); o];
                 let (lo, hi) = chunk_range(ci, n);
