@@ -229,30 +229,31 @@ pub fn keys(plan: &[StageSpec], code: &Code) -> Result<BTreeMap<String, Key>> {
     Ok(out)
 }
 
-/// Rough compute time of a stage on the 2-core development machine, for the
-/// progress line (full preset: the stage times of this machine's full runs,
-/// mostly measured while other jobs shared the cores, so upper bounds; quick
-/// preset: [`QUICK_ESTIMATES`]). Other configurations print the preset's.
+/// Rough compute time of a stage on the 2-core development machine (AVX-512),
+/// for the progress line (full preset: one idle full run's stage times plus
+/// a fifth, the larger of the two seeds' modular-addition trainings for
+/// both; a CPU without AVX-512 takes up to twice as long; quick preset:
+/// [`QUICK_ESTIMATES`]). Other configurations print the preset's.
 pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
     let full = [
-        ("data", 10.0),
-        ("train_cnn_mixed_only", 55.0),
-        ("train_cnn_pretrained", 215.0),
-        ("train_modadd", 130.0),
-        ("hessian_digits", 185.0),
-        ("hessian_patterns", 100.0),
-        ("hessian_mixed", 55.0),
-        ("hessian_mixed_only_digits", 70.0),
-        ("hessian_mixed_only_patterns", 70.0),
-        ("hessian_mixed_only_mixed", 100.0),
-        ("hessian_modadd", 20.0),
-        ("train_modadd_seed2", 150.0),
-        ("hessian_blocks", 220.0),
-        ("steer_pretrained", 340.0),
-        ("steer_mixed_only", 360.0),
-        ("sphere_modadd", 85.0),
-        ("sphere_modadd_seed2", 55.0),
-        ("sphere_cnn", 30.0),
+        ("data", 5.0),
+        ("train_cnn_mixed_only", 25.0),
+        ("train_cnn_pretrained", 85.0),
+        ("train_modadd", 95.0),
+        ("hessian_digits", 65.0),
+        ("hessian_patterns", 55.0),
+        ("hessian_mixed", 30.0),
+        ("hessian_mixed_only_digits", 40.0),
+        ("hessian_mixed_only_patterns", 35.0),
+        ("hessian_mixed_only_mixed", 25.0),
+        ("hessian_modadd", 5.0),
+        ("train_modadd_seed2", 95.0),
+        ("hessian_blocks", 105.0),
+        ("steer_pretrained", 245.0),
+        ("steer_mixed_only", 250.0),
+        ("sphere_modadd", 60.0),
+        ("sphere_modadd_seed2", 40.0),
+        ("sphere_cnn", 20.0),
     ];
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
