@@ -119,6 +119,7 @@ pub enum ArtifactError {
 }
 
 /// A directory of artifacts.
+#[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
 }

@@ -5,9 +5,9 @@
 //!
 //! With A a layer's coordinates in θ and `E_A` their zero-padding embedding,
 //! the layer's block is `H_AA = E_Aᵀ H E_A` (see [`gensplit_hvp::blocks`]);
-//! each of its products costs one full Hessian-vector product (f64, streamed
-//! in batches, one shared operator, so the primal cache is recorded once for
-//! all layers). By Cauchy interlacing a block's top eigenvalue is at most H's
+//! each of its products costs one full Hessian-vector product (f32 or f64 as
+//! the Hessian stages, streamed in batches, one shared operator, so the
+//! primal cache is recorded once for all layers). By Cauchy interlacing a block's top eigenvalue is at most H's
 //! top eigenvalue, and the block traces add up to `tr H`. In a ReLU network
 //! the logits are piecewise linear in any single layer's parameters, so on
 //! these diagonal blocks the Hessian equals the Gauss–Newton matrix (the
@@ -62,7 +62,8 @@ pub struct BlockRow {
 ///
 /// Cost: per layer, Lanczos' products (at most [`LANCZOS_MAX_MATVECS`]) plus
 /// `probes`, each one full Hessian-vector product (the first one also
-/// records the operator's primal cache, shared by all layers).
+/// records the operator's primal cache, shared by all layers), in f64 when
+/// `f64` is set and in f32 otherwise (Lanczos and Hutchinson run in f64).
 #[allow(clippy::too_many_arguments)] // the report stage passes each piece separately
 pub fn per_block(
     model: &AnyModel,
@@ -73,7 +74,29 @@ pub fn per_block(
     k_top: usize,
     probes: usize,
     seed: u64,
+    f64: bool,
 ) -> Result<Vec<BlockRow>> {
+    if f64 {
+        per_block_in::<f64>(model, theta, data, batch_size, top_vectors, k_top, probes, seed)
+    } else {
+        per_block_in::<f32>(model, theta, data, batch_size, top_vectors, k_top, probes, seed)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn per_block_in<E: gensplit_models::Float>(
+    model: &AnyModel,
+    theta: &[f32],
+    data: &Dataset,
+    batch_size: usize,
+    top_vectors: &[Vec<f32>],
+    k_top: usize,
+    probes: usize,
+    seed: u64,
+) -> Result<Vec<BlockRow>>
+where
+    gensplit_models::Dev: dfdx::prelude::Device<E>,
+{
     let layout = model.layout();
     let n = layout.len();
     ensure!(
@@ -93,8 +116,8 @@ pub fn per_block(
             u.len()
         );
     }
-    let theta: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
-    let op = HessianOperator::<_, f64>::new(model, theta, data, batch_size, Curvature::Hessian)
+    let theta: Vec<E> = theta.iter().map(|&t| E::of(f64::from(t))).collect();
+    let op = HessianOperator::<_, E>::new(model, theta, data, batch_size, Curvature::Hessian)
         .context("building the Hessian operator for the per-block table")?;
     let mut rows = Vec::new();
     for (i, (label, sel)) in BlockSelection::layers(layout).into_iter().enumerate() {
@@ -200,7 +223,7 @@ mod tests {
         let model = AnyModel::ModMlp(mlp);
         let n = theta.len();
         let u: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows = per_block(&model, &theta, &data, 10, &[u.clone(), u], 1, 8, 3).unwrap();
+        let rows = per_block(&model, &theta, &data, 10, &[u.clone(), u.clone()], 1, 8, 3, true).unwrap();
         let labels: Vec<&str> = rows.iter().map(|r| r.block.as_str()).collect();
         assert_eq!(labels, ["embed", "fc1.*", "fc2.*"]);
         assert_eq!(rows.iter().map(|r| r.params).sum::<usize>(), n);
@@ -212,6 +235,20 @@ mod tests {
         let table = markdown_table(&rows);
         assert_eq!(table.lines().count(), 2 + rows.len());
         assert!(table.contains("| `fc2.*` | 35 |"), "{table}");
-        assert!(per_block(&model, &theta, &data, 10, &[], 1, 1, 3).is_err());
+        assert!(per_block(&model, &theta, &data, 10, &[], 1, 1, 3, true).is_err());
+        // f32 products: the same table up to f32 rounding (same probes and
+        // start vectors)
+        let rows32 = per_block(&model, &theta, &data, 10, &[u.clone(), u], 1, 8, 3, false).unwrap();
+        for (a, b) in rows.iter().zip(&rows32) {
+            assert_eq!((&a.block, a.params), (&b.block, b.params));
+            for (x, y) in [(a.top_eigenvalue, b.top_eigenvalue), (a.trace, b.trace)] {
+                assert!(
+                    (x - y).abs() <= 1e-3 * x.abs().max(1e-3),
+                    "{}: f64 {x} vs f32 {y}",
+                    a.block
+                );
+            }
+            assert_eq!(a.top_vector_share, b.top_vector_share);
+        }
     }
 }

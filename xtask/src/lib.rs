@@ -11,6 +11,7 @@ pub mod export;
 pub mod fingerprint;
 pub mod hessian;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod sphere;
 pub mod sphere_cnn;

@@ -124,7 +124,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| xtask::progress::LogWriter)
         .with_ansi(colour_logs())
         .init();
     let mut strict = false;

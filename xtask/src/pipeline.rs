@@ -10,10 +10,12 @@ use crate::config::ReproConfig;
 use crate::stages::{
     build_images, summarize, train_cnn, train_modadd, DataSummary, DigitSource, Images, ModAddResult, Trained,
 };
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use gensplit_models::Dataset;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Versions of each stage's output format/semantics: bump to invalidate.
@@ -318,6 +320,11 @@ pub struct Ctx {
     pub quick: bool,
     /// Every stage's key, set by [`run_all`] from its [`plan`].
     pub keys: BTreeMap<String, Key>,
+    /// The planned stages in plan order (their numbers in progress lines).
+    pub order: Vec<String>,
+    /// Set when a stage on another track has failed: the stages not started
+    /// yet stop instead of computing for nothing.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Ctx {
@@ -330,7 +337,43 @@ impl Ctx {
             code: Code::built(),
             quick,
             keys: BTreeMap::new(),
+            order: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A context for a track of stages run on another thread: the same
+    /// store, flags, keys and cancel flag, and a record of its own (merged
+    /// back by [`Ctx::absorb`]).
+    pub fn fork(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            force: self.force,
+            runs: Vec::new(),
+            code: self.code.clone(),
+            quick: self.quick,
+            keys: self.keys.clone(),
+            order: self.order.clone(),
+            cancel: Arc::clone(&self.cancel),
+        }
+    }
+
+    /// Takes in the record of a forked context; the record stays in plan order.
+    pub fn absorb(&mut self, other: Ctx) {
+        self.runs.extend(other.runs);
+        let pos = |r: &StageRun| self.order.iter().position(|s| *s == r.stage).unwrap_or(usize::MAX);
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.sort_by_key(|r| pos(r));
+        self.runs = runs;
+    }
+
+    /// Whether every one of `stages` has an artifact file under its key (not
+    /// verified: a cheap look ahead).
+    fn all_stored(&self, stages: &[&str]) -> bool {
+        !self.force
+            && stages
+                .iter()
+                .all(|s| self.keys.get(*s).is_some_and(|k| self.store.path(s, k).exists()))
     }
 
     /// Runs (or loads) one stage under its planned key (see [`plan`],
@@ -346,7 +389,15 @@ impl Ctx {
             .keys
             .get(stage)
             .with_context(|| format!("stage `{stage}` is not in the plan"))?;
-        let n = self.runs.len() + 1;
+        if self.cancel.load(Ordering::Relaxed) {
+            bail!("stage `{stage}` not started: a stage on the other track failed");
+        }
+        let n = self
+            .order
+            .iter()
+            .position(|s| s == stage)
+            .map_or(self.runs.len(), |i| i)
+            + 1;
         let total = self.keys.len();
         if !self.force {
             match self.store.load::<T>(stage, &key) {
@@ -442,7 +493,9 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     let summary = summarize(&images);
     let build_s = t0.elapsed().as_secs_f64();
     let fp: BTreeMap<String, String> = summary.fingerprints.iter().cloned().collect();
-    ctx.keys = keys(&plan(cfg, &fp)?, &ctx.code)?;
+    let planned = plan(cfg, &fp)?;
+    ctx.keys = keys(&planned, &ctx.code)?;
+    ctx.order = planned.into_iter().map(|s| s.name).collect();
     tracing::info!(
         "{} stages; artifacts in {} (a stage whose artifact is there is not recomputed)",
         ctx.keys.len(),
@@ -455,13 +508,114 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         r.seconds += build_s;
         r.compute_seconds = Some(r.seconds);
     }
+    // Two tracks that share no stage run at the same time: the CNN's
+    // (training, Hessians, per-layer table, steering, sphere search) and
+    // modular addition's (two trainings, a Hessian, two sphere searches).
+    // While the CNN track has work, the modular-addition track runs on a
+    // thread pool of its own with one thread: its small matrix products
+    // spend more on handing work between two threads than they gain, and
+    // it uses the share of the two cores the CNN stages leave idle. Every
+    // stage's result is the same on any number of threads (checked by the
+    // payload hashes), so this changes timings only.
+    let modadd_pool = if ctx.all_stored(CNN_TRACK) {
+        None
+    } else {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "gensplit-modadd".into())
+                .build()
+                .context("building the modular-addition track's thread pool")?,
+        )
+    };
+    let mut modadd_ctx = ctx.fork();
+    let cancel = Arc::clone(&ctx.cancel);
+    let (cnn, modadd) = std::thread::scope(|s| {
+        let modadd_ctx = &mut modadd_ctx;
+        let handle = std::thread::Builder::new()
+            .name("modadd track".into())
+            .spawn_scoped(s, || {
+                let r = match &modadd_pool {
+                    Some(pool) => pool.install(|| modadd_track(modadd_ctx, cfg)),
+                    None => modadd_track(modadd_ctx, cfg),
+                };
+                if r.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                r
+            });
+        let cnn = cnn_track(ctx, cfg, &images);
+        if cnn.is_err() {
+            ctx.cancel.store(true, Ordering::Relaxed);
+        }
+        let modadd = match handle {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the modular-addition track panicked"))),
+            Err(e) => Err(anyhow::Error::new(e).context("starting the modular-addition track")),
+        };
+        (cnn, modadd)
+    });
+    ctx.absorb(modadd_ctx);
+    // The CNN track's error first: a failure there cancels the other track.
+    let cnn = cnn?;
+    let modadd = modadd?;
+    let mut hessian = cnn.hessian;
+    hessian.push(modadd.hessian_modadd);
+    Ok(Outputs {
+        sphere_cnn: cnn.sphere_cnn,
+        modadd_seed2: modadd.modadd_seed2,
+        sphere: modadd.sphere,
+        data,
+        cnn_mixed_only: cnn.cnn_mixed_only,
+        cnn_pretrained: cnn.cnn_pretrained,
+        modadd: modadd.modadd,
+        hessian,
+        hessian_blocks: cnn.hessian_blocks,
+        hessian_mixed_only: cnn.hessian_mixed_only,
+        steer_pretrained: cnn.steer_pretrained,
+        steer_mixed_only: cnn.steer_mixed_only,
+        images,
+    })
+}
+
+/// The stages of the CNN track, in the order [`cnn_track`] runs them.
+const CNN_TRACK: &[&str] = &[
+    "train_cnn_mixed_only",
+    "train_cnn_pretrained",
+    "hessian_digits",
+    "hessian_patterns",
+    "hessian_mixed",
+    "hessian_mixed_only_digits",
+    "hessian_mixed_only_patterns",
+    "hessian_mixed_only_mixed",
+    "hessian_blocks",
+    "steer_pretrained",
+    "steer_mixed_only",
+    "sphere_cnn",
+];
+
+/// What the CNN track computes.
+struct CnnTrack {
+    cnn_mixed_only: Trained,
+    cnn_pretrained: Trained,
+    /// digits, patterns, mixed (pretrained CNN).
+    hessian: Vec<crate::hessian::HessianResult>,
+    hessian_mixed_only: Vec<crate::hessian::HessianResult>,
+    hessian_blocks: Vec<(String, Vec<crate::blocks::BlockRow>)>,
+    steer_pretrained: crate::steer::SteerResult,
+    steer_mixed_only: crate::steer::SteerResult,
+    sphere_cnn: crate::sphere_cnn::CnnSphereResult,
+}
+
+/// The CNN stages ([`CNN_TRACK`]).
+fn cnn_track(ctx: &mut Ctx, cfg: &ReproConfig, images: &Images) -> Result<CnnTrack> {
     let (_, cnn_mixed_only) = ctx.stage("train_cnn_mixed_only", || {
-        train_cnn("cnn_mixed_only", &cfg.cnn_mixed_only, &cfg.data, &images)
+        train_cnn("cnn_mixed_only", &cfg.cnn_mixed_only, &cfg.data, images)
     })?;
     let (_, cnn_pretrained) = ctx.stage("train_cnn_pretrained", || {
-        train_cnn("cnn_pretrained", &cfg.cnn_pretrained, &cfg.data, &images)
+        train_cnn("cnn_pretrained", &cfg.cnn_pretrained, &cfg.data, images)
     })?;
-    let (_, modadd) = ctx.stage("train_modadd", || train_modadd(&cfg.modadd))?;
     let mut hessian = Vec::new();
     let mut hessian_mixed_only = Vec::new();
     let hc = &cfg.hessian_images;
@@ -483,17 +637,6 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
             }
         }
     }
-    // every training and Hessian stage first: the analyses come after
-    let (_, hessian_modadd) = ctx.stage("hessian_modadd", || {
-        let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
-        crate::hessian::run(
-            "modadd",
-            &modadd.trained,
-            &Dataset::from_modadd(&data.train),
-            &cfg.hessian_modadd,
-        )
-    })?;
-    let (_, modadd_seed2) = ctx.stage("train_modadd_seed2", || train_modadd(&cfg.modadd_seed2))?;
     // per-layer curvature of the pretrained CNN (top eigenvalue, trace and
     // top-eigenvector share per layer)
     let bc = &cfg.hessian_blocks;
@@ -513,6 +656,7 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
                 bc.k_top.min(h.vectors.len()),
                 bc.probes,
                 bc.seed,
+                hc.f64,
             )?;
             out.push((h.set.clone(), rows));
         }
@@ -530,12 +674,51 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     ] {
         let (_, r) = ctx.stage(&format!("steer_{model_name}"), || {
             let refs: Vec<&crate::hessian::HessianResult> = hs.iter().collect();
-            crate::steer::run(model_name, trained, &refs, &images, hc, sc)
+            crate::steer::run(model_name, trained, &refs, images, hc, sc)
         })?;
         steered.push(r);
     }
     let steer_mixed_only = steered.pop().context("steer_mixed_only result")?;
     let steer_pretrained = steered.pop().context("steer_pretrained result")?;
+    let (_, sphere_cnn) = ctx.stage("sphere_cnn", || {
+        crate::sphere_cnn::run(&cnn_pretrained, images, &cfg.sphere_cnn)
+    })?;
+    Ok(CnnTrack {
+        cnn_mixed_only,
+        cnn_pretrained,
+        hessian,
+        hessian_mixed_only,
+        hessian_blocks,
+        steer_pretrained,
+        steer_mixed_only,
+        sphere_cnn,
+    })
+}
+
+/// What the modular-addition track computes.
+struct ModaddTrack {
+    modadd: ModAddResult,
+    hessian_modadd: crate::hessian::HessianResult,
+    modadd_seed2: ModAddResult,
+    sphere: Vec<crate::sphere::SphereResult>,
+}
+
+/// The modular-addition stages: both trainings, the Hessian, both sphere
+/// searches.
+fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig) -> Result<ModaddTrack> {
+    let (_, modadd) = ctx.stage("train_modadd", || train_modadd(&cfg.modadd, "modadd"))?;
+    let (_, hessian_modadd) = ctx.stage("hessian_modadd", || {
+        let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
+        crate::hessian::run(
+            "modadd",
+            &modadd.trained,
+            &Dataset::from_modadd(&data.train),
+            &cfg.hessian_modadd,
+        )
+    })?;
+    let (_, modadd_seed2) = ctx.stage("train_modadd_seed2", || {
+        train_modadd(&cfg.modadd_seed2, "modadd seed 2")
+    })?;
     let mut sphere = Vec::new();
     for (label, recipe, result) in [
         ("modadd", &cfg.modadd, &modadd),
@@ -546,23 +729,10 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         })?;
         sphere.push(r);
     }
-    let (_, sphere_cnn) = ctx.stage("sphere_cnn", || {
-        crate::sphere_cnn::run(&cnn_pretrained, &images, &cfg.sphere_cnn)
-    })?;
-    hessian.push(hessian_modadd);
-    Ok(Outputs {
-        sphere_cnn,
+    Ok(ModaddTrack {
+        modadd,
+        hessian_modadd,
         modadd_seed2,
         sphere,
-        data,
-        cnn_mixed_only,
-        cnn_pretrained,
-        modadd,
-        hessian,
-        hessian_blocks,
-        hessian_mixed_only,
-        steer_pretrained,
-        steer_mixed_only,
-        images,
     })
 }

@@ -997,7 +997,7 @@ pub fn run(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    pb.finish_and_clear();
+    crate::progress::finish(&pb);
     // each formulation's search space and parameters, for the enumeration
     let (runs, spaces): (Vec<FormulationRun>, Vec<(Coords, SphereParams)>) = per_formulation.into_iter().unzip();
     // the best formulation: most single breaks, then most distinct broken

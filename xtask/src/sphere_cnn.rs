@@ -280,7 +280,7 @@ pub fn run(trained: &Trained, images: &Images, cfg: &CnnSphereConfig) -> Result<
             });
         }
     }
-    pb.finish_and_clear();
+    crate::progress::finish(&pb);
     let r = CnnSphereResult {
         base,
         paths,

@@ -10,7 +10,7 @@ use anyhow::Result;
 use gensplit_data::{mixed, mnist, patterns, ImageSet};
 use gensplit_models::fourier::Spectrum;
 use gensplit_models::{evaluate, train, AnyModel, Cnn, Dataset, Eval, ModMlp, Model, Progress, TrainLog};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -142,14 +142,7 @@ impl Trained {
 }
 
 pub(crate) fn bar(steps: usize, label: &str) -> ProgressBar {
-    let pb = ProgressBar::new(steps as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_string());
-    pb
+    crate::progress::bar(steps as u64, "{prefix:>22} [{bar:30}] {pos}/{len} {msg} ({eta})", label)
 }
 
 /// Trains a CNN recipe on the in-memory images.
@@ -195,7 +188,7 @@ pub fn train_cnn(name: &str, recipe: &CnnRecipe, data: &DataConfig, images: &Ima
                 }
             },
         )?;
-        pb.finish_and_clear();
+        crate::progress::finish(&pb);
         phase_ends.push(log.steps);
     }
     let finals = [
@@ -240,7 +233,8 @@ pub struct ModAddResult {
 }
 
 /// Trains the modular MLP and analyses its embedding.
-pub fn train_modadd(recipe: &ModAddRecipe) -> Result<ModAddResult> {
+/// Trains a modular-addition recipe; `label` names its progress bar.
+pub fn train_modadd(recipe: &ModAddRecipe, label: &str) -> Result<ModAddResult> {
     let data = gensplit_data::modular::generate(&recipe.data)?;
     anyhow::ensure!(
         recipe.model.p == data.p as usize,
@@ -252,7 +246,7 @@ pub fn train_modadd(recipe: &ModAddRecipe) -> Result<ModAddResult> {
     let mut theta: Vec<f32> = mlp.init(recipe.init_seed);
     let (tr, te) = (Dataset::from_modadd(&data.train), Dataset::from_modadd(&data.test));
     let mut log = TrainLog::default();
-    let pb = bar(recipe.train.steps, "modadd");
+    let pb = bar(recipe.train.steps, label);
     train(
         &mlp,
         &mut theta,
@@ -269,7 +263,7 @@ pub fn train_modadd(recipe: &ModAddRecipe) -> Result<ModAddResult> {
             }
         },
     )?;
-    pb.finish_and_clear();
+    crate::progress::finish(&pb);
     let evals = vec![
         ("train".to_string(), evaluate(&mlp, &theta, &tr, 4096)?),
         ("test".to_string(), evaluate(&mlp, &theta, &te, 4096)?),

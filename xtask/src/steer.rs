@@ -13,6 +13,7 @@
 //! distance `‖θ − θ*‖` for walks; losses in nats; accuracies in `[0, 1]`.
 
 use crate::hessian::{HessianConfig, HessianResult};
+use crate::stages::bar;
 use crate::stages::{Images, Trained};
 use anyhow::{bail, Context, Result};
 use gensplit_data::ImageSet;
@@ -23,7 +24,6 @@ use gensplit_steer::independence::{self, CrossCurvature, Decomposition, RandomBa
 use gensplit_steer::sweep::{self, Objective, Point, Rule};
 use gensplit_steer::walk::{self, AscentParams, RelearnParams, UnlearnParams};
 use gensplit_steer::Basis;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -193,17 +193,6 @@ pub struct SteerResult {
     pub directions: Vec<DirectionRuns>,
 }
 
-fn bar(len: usize, label: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_string());
-    pb
-}
-
 struct Ctx<'a> {
     model: &'a gensplit_models::AnyModel,
     theta: &'a [f32],
@@ -349,7 +338,7 @@ impl Ctx<'_> {
             &self.eval_sets(),
             &mut |t| pb.set_position(t as u64),
         )?;
-        pb.finish_and_clear();
+        crate::progress::finish(&pb);
         self.finish(
             method,
             pts,
@@ -545,7 +534,7 @@ pub fn run(
             cross_prod.insert((r, s), out);
         }
     }
-    pb.finish_and_clear();
+    crate::progress::finish(&pb);
     phase("cross products H_s U_r");
     // H_r U_r = U_r Λ_r (eigenpairs, residual ≤ tol): no products needed.
     let own = |r: &str| -> Vec<Vec<f64>> {
