@@ -1,0 +1,88 @@
+//! Stages on two tracks ([`Ctx::fork`]): each track records its own runs,
+//! the merged record is in plan order, and a failure on one track stops the
+//! other's stages that have not started.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use xtask::artifact::{Key, Store};
+use xtask::pipeline::Ctx;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gensplit-tracks-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const ORDER: [&str; 4] = [
+    "train_cnn_mixed_only",
+    "train_modadd",
+    "hessian_modadd",
+    "hessian_digits",
+];
+
+fn ctx(dir: &std::path::Path) -> Ctx {
+    let mut ctx = Ctx::new(Store::open(dir).unwrap(), false, true);
+    for (i, s) in ORDER.iter().enumerate() {
+        ctx.keys.insert(s.to_string(), Key::of(s, 1, &i, &[]).unwrap());
+    }
+    ctx.order = ORDER.iter().map(|s| s.to_string()).collect();
+    ctx
+}
+
+#[test]
+fn two_tracks_record_their_stages_in_plan_order() {
+    let dir = tmp("order");
+    let mut main = ctx(&dir);
+    let mut other = main.fork();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            other.stage("train_modadd", || Ok(vec![1u32])).unwrap();
+            other.stage("hessian_modadd", || Ok(vec![2u32])).unwrap();
+        });
+        main.stage("hessian_digits", || Ok(vec![4u32])).unwrap();
+        main.stage("train_cnn_mixed_only", || Ok(vec![3u32])).unwrap();
+        h.join().unwrap();
+    });
+    main.absorb(other);
+    let stages: Vec<&str> = main.runs.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(stages, ORDER);
+    assert!(main.runs.iter().all(|r| !r.cached && r.payload_sha256.is_some()));
+    // both tracks wrote to the one store: a second run is served from it
+    let mut again = ctx(&dir);
+    let (_, v) = again
+        .stage("train_modadd", || -> anyhow::Result<Vec<u32>> {
+            panic!("must be cached")
+        })
+        .unwrap();
+    assert_eq!(v, [1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failure_on_one_track_stops_the_stages_the_other_has_not_started() {
+    let dir = tmp("cancel");
+    let mut main = ctx(&dir);
+    let mut other = main.fork();
+    let err = other
+        .stage("train_modadd", || -> anyhow::Result<Vec<u32>> {
+            anyhow::bail!("diverged")
+        })
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("diverged"));
+    // what the driver does when a track returns an error
+    other.cancel.store(true, Ordering::Relaxed);
+    let mut computed = false;
+    let err = main
+        .stage("hessian_digits", || {
+            computed = true;
+            Ok(vec![0u32])
+        })
+        .unwrap_err();
+    assert!(!computed);
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("hessian_digits") && msg.contains("other track failed"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
