@@ -549,7 +549,9 @@ pub fn write(
     )?;
     writeln!(
         md,
-        "## Stages\n\nThe payload hash identifies a result whatever key or code made it: equal hashes, equal results.\n\n| stage | key | payload SHA-256 | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | --- | ---: | ---: |"
+        "## Stages\n\nThe payload hash identifies a result whatever key or code made it: equal hashes, equal results. \
+         The modular-addition stages (`train_modadd*`, `hessian_modadd`, `sphere_modadd*`) run at the same time as \
+         the CNN stages, on idle CPU, so their seconds overlap the others' and do not add up to the total.\n\n| stage | key | payload SHA-256 | cached | seconds (this run) | seconds (when computed) |\n| --- | --- | --- | --- | ---: | ---: |"
     )?;
     for r in runs {
         writeln!(
