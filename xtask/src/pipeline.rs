@@ -10,7 +10,7 @@ use crate::config::ReproConfig;
 use crate::stages::{
     build_images, summarize, train_cnn, train_modadd, DataSummary, DigitSource, Images, ModAddResult, Trained,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gensplit_models::Dataset;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -232,30 +232,33 @@ pub fn keys(plan: &[StageSpec], code: &Code) -> Result<BTreeMap<String, Key>> {
 }
 
 /// Rough compute time of a stage on the 2-core development machine (AVX-512),
-/// for the progress line (full preset: one idle full run's stage times plus
-/// a fifth, the larger of the two seeds' modular-addition trainings for
-/// both; a CPU without AVX-512 takes up to twice as long; quick preset:
-/// [`QUICK_ESTIMATES`]). Other configurations print the preset's.
+/// for the progress line. Full preset: the CNN stages' times in one idle
+/// full run (with the modular-addition track running beside them) plus a
+/// fifth; the modular-addition stages' times when they run alone on both
+/// cores (beside the CNN stages they take longer, on idle CPU, and the
+/// progress line says so). A CPU without AVX-512 takes up to twice as
+/// long. Quick preset: [`QUICK_ESTIMATES`]. Other configurations print the
+/// preset's.
 pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
     let full = [
         ("data", 5.0),
-        ("train_cnn_mixed_only", 25.0),
-        ("train_cnn_pretrained", 85.0),
+        ("train_cnn_mixed_only", 30.0),
+        ("train_cnn_pretrained", 115.0),
         ("train_modadd", 95.0),
-        ("hessian_digits", 65.0),
-        ("hessian_patterns", 55.0),
-        ("hessian_mixed", 30.0),
-        ("hessian_mixed_only_digits", 40.0),
-        ("hessian_mixed_only_patterns", 35.0),
-        ("hessian_mixed_only_mixed", 25.0),
+        ("hessian_digits", 50.0),
+        ("hessian_patterns", 40.0),
+        ("hessian_mixed", 20.0),
+        ("hessian_mixed_only_digits", 30.0),
+        ("hessian_mixed_only_patterns", 25.0),
+        ("hessian_mixed_only_mixed", 20.0),
         ("hessian_modadd", 5.0),
-        ("train_modadd_seed2", 95.0),
-        ("hessian_blocks", 105.0),
-        ("steer_pretrained", 245.0),
-        ("steer_mixed_only", 250.0),
+        ("train_modadd_seed2", 75.0),
+        ("hessian_blocks", 80.0),
+        ("steer_pretrained", 305.0),
+        ("steer_mixed_only", 325.0),
         ("sphere_modadd", 60.0),
         ("sphere_modadd_seed2", 40.0),
-        ("sphere_cnn", 20.0),
+        ("sphere_cnn", 25.0),
     ];
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
@@ -306,6 +309,14 @@ pub struct StageRun {
     pub payload_sha256: Option<String>,
 }
 
+/// A stage not started because a stage on the other track failed.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` not started: a stage on the other track failed")]
+pub struct Cancelled {
+    /// The stage that was not started.
+    pub stage: String,
+}
+
 /// Run-wide state: the store, flags and the record of stage runs.
 pub struct Ctx {
     /// Artifact store.
@@ -325,6 +336,9 @@ pub struct Ctx {
     /// Set when a stage on another track has failed: the stages not started
     /// yet stop instead of computing for nothing.
     pub cancel: Arc<AtomicBool>,
+    /// This context's stages run in the background, on CPU another track
+    /// leaves idle (said in their progress lines).
+    pub background: bool,
 }
 
 impl Ctx {
@@ -339,6 +353,7 @@ impl Ctx {
             keys: BTreeMap::new(),
             order: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
+            background: false,
         }
     }
 
@@ -355,6 +370,7 @@ impl Ctx {
             keys: self.keys.clone(),
             order: self.order.clone(),
             cancel: Arc::clone(&self.cancel),
+            background: false,
         }
     }
 
@@ -390,7 +406,10 @@ impl Ctx {
             .get(stage)
             .with_context(|| format!("stage `{stage}` is not in the plan"))?;
         if self.cancel.load(Ordering::Relaxed) {
-            bail!("stage `{stage}` not started: a stage on the other track failed");
+            return Err(Cancelled {
+                stage: stage.to_string(),
+            }
+            .into());
         }
         let n = self
             .order
@@ -421,10 +440,15 @@ impl Ctx {
                 Err(e) => tracing::warn!("stage {stage}: unusable cached artifact, recomputing: {e}"),
             }
         }
-        let estimate = match estimate_seconds(stage, self.quick) {
-            Some(s) if s >= 1.0 => format!(" (about {} on 2 cores)", human_seconds(s)),
-            Some(_) => " (about a second)".to_string(),
-            None => String::new(),
+        let estimate = match (estimate_seconds(stage, self.quick), self.background) {
+            (Some(s), false) if s >= 1.0 => format!(" (about {} on 2 cores)", human_seconds(s)),
+            (Some(_), false) => " (about a second)".to_string(),
+            (Some(s), true) => format!(
+                " in the background, on CPU the CNN stages leave idle (about {} alone on 2 cores)",
+                human_seconds(s.max(1.0))
+            ),
+            (None, true) => " in the background".to_string(),
+            (None, false) => String::new(),
         };
         tracing::info!(
             "stage {n}/{total} {stage}: computing{estimate}, key {}",
@@ -531,6 +555,7 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         .build()
         .context("building the modular-addition track's thread pool")?;
     let mut modadd_ctx = ctx.fork();
+    modadd_ctx.background = background;
     let cancel = Arc::clone(&ctx.cancel);
     let (cnn, modadd) = std::thread::scope(|s| {
         let modadd_ctx = &mut modadd_ctx;
@@ -556,9 +581,12 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
         (cnn, modadd)
     });
     ctx.absorb(modadd_ctx);
-    // The CNN track's error first: a failure there cancels the other track.
-    let cnn = cnn?;
-    let modadd = modadd?;
+    // The failure itself, not the other track's cancellation it caused.
+    let (cnn, modadd) = match (cnn, modadd) {
+        (Ok(c), Ok(m)) => (c, m),
+        (Err(e), Err(m)) if e.is::<Cancelled>() => return Err(m),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
     let mut hessian = cnn.hessian;
     hessian.push(modadd.hessian_modadd);
     Ok(Outputs {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use xtask::artifact::{Key, Store};
-use xtask::pipeline::Ctx;
+use xtask::pipeline::{Cancelled, Ctx};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gensplit-tracks-{name}-{}", std::process::id()));
@@ -79,6 +79,11 @@ fn a_failure_on_one_track_stops_the_stages_the_other_has_not_started() {
         })
         .unwrap_err();
     assert!(!computed);
+    // typed, so the driver reports the failure rather than the cancellation
+    assert_eq!(
+        err.downcast_ref::<Cancelled>().map(|c| c.stage.as_str()),
+        Some("hessian_digits")
+    );
     let msg = format!("{err:#}");
     assert!(
         msg.contains("hessian_digits") && msg.contains("other track failed"),
