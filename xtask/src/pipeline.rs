@@ -385,11 +385,10 @@ impl Ctx {
 
     /// Takes in the record of a forked context; the record stays in plan order.
     pub fn absorb(&mut self, other: Ctx) {
+        let order = &self.order;
         self.runs.extend(other.runs);
-        let pos = |r: &StageRun| self.order.iter().position(|s| *s == r.stage).unwrap_or(usize::MAX);
-        let mut runs = std::mem::take(&mut self.runs);
-        runs.sort_by_key(|r| pos(r));
-        self.runs = runs;
+        self.runs
+            .sort_by_key(|r| order.iter().position(|s| *s == r.stage).unwrap_or(usize::MAX));
     }
 
     /// Runs (or loads) one stage under its planned key (see [`plan`],
@@ -411,12 +410,7 @@ impl Ctx {
             }
             .into());
         }
-        let n = self
-            .order
-            .iter()
-            .position(|s| s == stage)
-            .map_or(self.runs.len(), |i| i)
-            + 1;
+        let n = self.order.iter().position(|s| s == stage).unwrap_or(self.runs.len()) + 1;
         let total = self.keys.len();
         if !self.force {
             match self.store.load::<T>(stage, &key) {
