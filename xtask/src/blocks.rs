@@ -7,8 +7,9 @@
 //! the layer's block is `H_AA = E_Aᵀ H E_A` (see [`gensplit_hvp::blocks`]);
 //! each of its products costs one full Hessian-vector product (f32 or f64 as
 //! the Hessian stages, streamed in batches, one shared operator, so the
-//! primal cache is recorded once for all layers). By Cauchy interlacing a block's top eigenvalue is at most H's
-//! top eigenvalue, and the block traces add up to `tr H`. In a ReLU network
+//! primal cache is recorded once for all layers). By Cauchy interlacing a
+//! block's top eigenvalue is at most H's top eigenvalue, and the block
+//! traces add up to `tr H`. In a ReLU network
 //! the logits are piecewise linear in any single layer's parameters, so on
 //! these diagonal blocks the Hessian equals the Gauss–Newton matrix (the
 //! residual term `Σ (s − y) ∇²z` vanishes there): every number of the table

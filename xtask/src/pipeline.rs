@@ -538,14 +538,13 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     // the machine. Every stage's result is the same on any number of
     // threads (checked by the payload hashes), so this changes timings only.
     let background = !ctx.all_stored(CNN_TRACK);
-    let modadd_pool = rayon::ThreadPoolBuilder::new()
+    let mut pool = rayon::ThreadPoolBuilder::new()
         .num_threads(if background { 1 } else { rayon::current_num_threads() })
-        .thread_name(|i| format!("gensplit-modadd-{i}"))
-        .start_handler(move |_| {
-            if background {
-                lowest_priority()
-            }
-        })
+        .thread_name(|i| format!("gensplit-modadd-{i}"));
+    if background {
+        pool = pool.start_handler(|_| lowest_priority());
+    }
+    let modadd_pool = pool
         .build()
         .context("building the modular-addition track's thread pool")?;
     let mut modadd_ctx = ctx.fork();
