@@ -455,7 +455,7 @@ impl ReproConfig {
         // 16 walk images cannot hold every label, and the de-mixed stand-ins
         // need a known sample of each mixed sample's label (a typed error
         // otherwise): the tiny pipeline runs the mixed-data walk only
-        // (`demix_ascent` is covered by crates/steer/tests/demix.rs and the
+        // (`demix_ascent` is covered by crates/steer/tests/steer/demix.rs and the
         // quick run).
         c.steer.semi_walks = vec!["guarded_ascent".into()];
         c.steer_mixed_only = c.steer.clone();

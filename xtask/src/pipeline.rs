@@ -616,7 +616,7 @@ fn lowest_priority() {
 }
 
 /// The stages of the CNN track, in the order [`cnn_track`] runs them.
-const CNN_TRACK: &[&str] = &[
+pub const CNN_TRACK: &[&str] = &[
     "train_cnn_mixed_only",
     "train_cnn_pretrained",
     "hessian_digits",
@@ -771,41 +771,4 @@ fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig) -> Result<ModaddTrack> {
         modadd_seed2,
         sphere,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every planned stage is on exactly one track (or is `data`, which runs
-    /// before both), so the look ahead over [`CNN_TRACK`] sees the whole CNN
-    /// track, and no stage of one track reads one of the other's.
-    #[test]
-    fn the_tracks_partition_the_plan() {
-        let modadd = [
-            "train_modadd",
-            "hessian_modadd",
-            "train_modadd_seed2",
-            "sphere_modadd",
-            "sphere_modadd_seed2",
-        ];
-        for cfg in [ReproConfig::full(), ReproConfig::quick()] {
-            let planned = plan(&cfg, &BTreeMap::new()).unwrap();
-            let mut names: Vec<&str> = planned.iter().map(|s| s.name.as_str()).collect();
-            names.sort_unstable();
-            let mut tracks: Vec<&str> = ["data"].iter().chain(CNN_TRACK).chain(&modadd).copied().collect();
-            tracks.sort_unstable();
-            assert_eq!(names, tracks);
-            for s in &planned {
-                let on = |t: &[&str], n: &str| t.contains(&n);
-                for i in &s.inputs {
-                    assert!(
-                        i == "data" || on(CNN_TRACK, &s.name) == on(CNN_TRACK, i),
-                        "`{}` reads `{i}` across tracks",
-                        s.name
-                    );
-                }
-            }
-        }
-    }
 }

@@ -23,22 +23,3 @@ pub fn range(set: &ImageSet, lo: usize, n: usize, section: &str, what: &str) -> 
     }
     Ok(Dataset::from_images(&set.subset(&(lo..lo + n).collect::<Vec<_>>())))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Split bounds come from the user's config: an overflowing `lo + n`
-    /// is an error naming the split, not an arithmetic-overflow panic.
-    #[test]
-    fn ranges_that_do_not_fit_are_errors_naming_the_split() {
-        let set = ImageSet::new(vec![0.0; 2 * 784], vec![1, 2]).unwrap();
-        let e = range(&set, usize::MAX, 2, "steer", "the held-out split").unwrap_err();
-        assert!(e.to_string().contains("steer config: the held-out split"), "{e}");
-        assert!(range(&set, 1, 2, "steer", "x").is_err());
-        let e = range(&set, 0, 0, "sphere_cnn", "the scoring set").unwrap_err();
-        assert!(e.to_string().contains("sphere_cnn config: the scoring set"), "{e}");
-        assert_eq!(range(&set, 1, 1, "steer", "x").unwrap().labels, vec![2]);
-        assert_eq!(range(&set, 0, 2, "steer", "x").unwrap().labels, vec![1, 2]);
-    }
-}

@@ -270,3 +270,95 @@ fn xtask_has_no_panics_reachable_from_input() {
     }
     assert!(bad.is_empty(), "possible panics on input:\n{}", bad.join("\n"));
 }
+
+/// Every package's resolved features, as `cargo tree` prints them
+/// (`name vX.Y.Z [f1,f2]`, one set per line), for `args`.
+fn resolved_features(args: &[&str]) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["tree", "--offline", "--prefix", "none", "-f", "{p} [{f}]"])
+        .args(args)
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut m = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim_end_matches(" (*)").trim_end_matches(" (proc-macro)");
+        if let Some((pkg, feats)) = line.split_once(" [") {
+            m.entry(pkg.to_string())
+                .or_default()
+                .insert(feats.trim_end_matches(']').to_string());
+        }
+    }
+    m
+}
+
+/// `cargo xtask reproduce` builds xtask's normal dependencies; `cargo test
+/// --workspace` builds every crate with its dev-dependencies. A shared crate
+/// whose features differ between the two is compiled twice (and with it
+/// everything that depends on it), so the README's second command would
+/// recompile most of the first one's work. xtask/Cargo.toml lists the
+/// features that unify them.
+#[test]
+fn reproduce_and_test_builds_resolve_the_same_features() {
+    let build = resolved_features(&["-p", "xtask", "-e", "no-dev"]);
+    let test = resolved_features(&["--workspace"]);
+    assert!(build.len() > 50, "cargo tree printed too little: {build:?}");
+    let differ: Vec<String> = build
+        .iter()
+        .filter_map(|(pkg, f)| match test.get(pkg) {
+            Some(t) if t != f => Some(format!("{pkg}: reproduce {f:?}, test {t:?}")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "features that differ between `cargo xtask reproduce` and `cargo test --workspace` \
+         (each makes the test build recompile the crate and its dependents; \
+         unify them in xtask/Cargo.toml):\n{}",
+        differ.join("\n")
+    );
+}
+
+/// A crate whose library says `test = false` (xtask, gensplit-eigen: their
+/// unit tests live in integration tests) must have no test module in src/,
+/// or `cargo test` would silently never run it.
+#[test]
+fn crates_without_a_unit_test_harness_have_no_unit_tests() {
+    let mut dirs = vec![root().join("xtask")];
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        dirs.push(e.unwrap().path());
+    }
+    let mut checked = 0;
+    for dir in dirs {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let Some(lib) = manifest.split("[lib]").nth(1) else {
+            continue;
+        };
+        let lib = lib.split("\n[").next().unwrap_or("");
+        if !lib.lines().any(|l| l.trim().replace(' ', "") == "test=false") {
+            continue;
+        }
+        checked += 1;
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let bad = text
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("#[test]") || l.starts_with("#[cfg(test)]"));
+            assert!(
+                bad.is_none(),
+                "{} has a unit test, but its crate's [lib] says `test = false`: move it to tests/",
+                f.display()
+            );
+        }
+    }
+    assert!(checked >= 2, "expected xtask and gensplit-eigen to have `test = false`");
+}

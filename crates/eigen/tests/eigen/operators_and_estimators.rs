@@ -1,8 +1,6 @@
 //! Projections, error cases, observers, SLQ and Hutchinson.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gensplit_eigen::{
     dense::sym_eig, hutchinson, lanczos, slq, DenseSymmetric, Diagonal, LanczosError, LanczosParams, LinearOperator,
     NoObserver, OperatorError, Projected, Scaled, Shifted, SlqParams, StepInfo, StopReason, Which,

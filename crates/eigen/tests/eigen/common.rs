@@ -1,6 +1,6 @@
 //! Shared test helpers: the exported property-testing kit
 //! (`gensplit_eigen::testkit`, feature `proptest`) plus two one-liners.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports)] // each test module uses a part
 
 pub use gensplit_eigen::testkit::*;
 use gensplit_eigen::DenseSymmetric;

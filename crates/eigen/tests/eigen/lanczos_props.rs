@@ -1,9 +1,7 @@
 //! Property tests of the Lanczos solver against the dense oracle, written with
 //! the exported kit (`gensplit_eigen::testkit`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gensplit_eigen::{lanczos, LanczosParams, LinearOperator, NoObserver, StopReason, Which};
 use proptest::prelude::*;
 
