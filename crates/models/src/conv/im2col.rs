@@ -66,10 +66,17 @@ impl<E: Float> Patcher<E> {
             }
         }
         let src = if g.pad > 0 { &self.xp[..] } else { x };
-        match g.stride {
-            1 => gather_rows::<E, 1>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
-            2 => gather_rows::<E, 2>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
-            _ => gather_rows::<E, 0>(&g, self.ho, self.wo, self.hp, self.wp, src, cols, ld, off),
+        let (ho, wo, hp, wp) = (self.ho, self.wo, self.hp, self.wp);
+        // Row widths known at compile time for the reference CNN's stride-2
+        // layers (14×14 and 7×7 outputs): the strided row reads become
+        // fixed-length shuffles (about a quarter off those layers' forward
+        // + backward in the `conv` bench). Same values, same order.
+        match (g.stride, wo) {
+            (2, 14) => gather_rows::<E, 2, 14>(&g, ho, wo, hp, wp, src, cols, ld, off),
+            (2, 7) => gather_rows::<E, 2, 7>(&g, ho, wo, hp, wp, src, cols, ld, off),
+            (1, _) => gather_rows::<E, 1, 0>(&g, ho, wo, hp, wp, src, cols, ld, off),
+            (2, _) => gather_rows::<E, 2, 0>(&g, ho, wo, hp, wp, src, cols, ld, off),
+            _ => gather_rows::<E, 0, 0>(&g, ho, wo, hp, wp, src, cols, ld, off),
         }
     }
 
@@ -109,11 +116,24 @@ impl<E: Float> Patcher<E> {
 
     fn scatter(&self, dcols: &[E], ld: usize, off: usize, dst: &mut [E]) {
         let (g, ho, wo, hp, wp) = (&self.g, self.ho, self.wo, self.hp, self.wp);
-        match g.stride {
-            1 => scatter_rows::<E, 1>(g, ho, wo, hp, wp, dcols, ld, off, dst),
-            2 => scatter_rows::<E, 2>(g, ho, wo, hp, wp, dcols, ld, off, dst),
-            _ => scatter_rows::<E, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+        match (g.stride, wo) {
+            (2, 14) => scatter_rows::<E, 2, 14>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            (2, 7) => scatter_rows::<E, 2, 7>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            (1, _) => scatter_rows::<E, 1, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            (2, _) => scatter_rows::<E, 2, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
+            _ => scatter_rows::<E, 0, 0>(g, ho, wo, hp, wp, dcols, ld, off, dst),
         }
+    }
+}
+
+/// The row width: the constant `WO`, or `wo` when `WO == 0` (generic).
+#[inline(always)]
+fn width_of<const WO: usize>(wo: usize) -> usize {
+    if WO == 0 {
+        wo
+    } else {
+        debug_assert_eq!(wo, WO);
+        WO
     }
 }
 
@@ -128,10 +148,10 @@ fn stride_of<const S: usize>(g: &ConvGeom) -> usize {
 }
 
 /// `cols[(c·k+u)·k+v, i·Wo+j] = xp[c, i·s+u, j·s+v]` over a padded
-/// `[C, hp, wp]` input.
+/// `[C, hp, wp]` input (`S`, `WO`: see [`stride_of`], [`width_of`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gather_rows<E: Float, const S: usize>(
+fn gather_rows<E: Float, const S: usize, const WO: usize>(
     g: &ConvGeom,
     ho: usize,
     wo: usize,
@@ -143,6 +163,7 @@ fn gather_rows<E: Float, const S: usize>(
     off: usize,
 ) {
     let s = stride_of::<S>(g);
+    let wo = width_of::<WO>(wo);
     let (k, hw) = (g.k, ho * wo);
     let span = (wo - 1) * s + 1;
     for c in 0..g.c_in {
@@ -150,13 +171,14 @@ fn gather_rows<E: Float, const S: usize>(
         for u in 0..k {
             for v in 0..k {
                 let row = &mut cols[((c * k + u) * k + v) * ld + off..][..hw];
-                for (i, dst) in row.chunks_exact_mut(wo).enumerate() {
+                for i in 0..ho {
+                    let dst = &mut row[i * wo..][..wo];
                     let src = &plane[(i * s + u) * wp + v..][..span];
                     if s == 1 {
-                        dst.copy_from_slice(src);
+                        dst.copy_from_slice(&src[..wo]);
                     } else {
-                        for (d, &x) in dst.iter_mut().zip(src.iter().step_by(s)) {
-                            *d = x;
+                        for j in 0..wo {
+                            dst[j] = src[j * s];
                         }
                     }
                 }
@@ -166,10 +188,10 @@ fn gather_rows<E: Float, const S: usize>(
 }
 
 /// `dp[c, i·s+u, j·s+v] += dcols[(c·k+u)·k+v, i·Wo+j]` over a padded
-/// `[C, hp, wp]` accumulator.
+/// `[C, hp, wp]` accumulator (`S`, `WO`: see [`stride_of`], [`width_of`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn scatter_rows<E: Float, const S: usize>(
+fn scatter_rows<E: Float, const S: usize, const WO: usize>(
     g: &ConvGeom,
     ho: usize,
     wo: usize,
@@ -181,6 +203,7 @@ fn scatter_rows<E: Float, const S: usize>(
     dp: &mut [E],
 ) {
     let s = stride_of::<S>(g);
+    let wo = width_of::<WO>(wo);
     let (k, hw) = (g.k, ho * wo);
     let span = (wo - 1) * s + 1;
     for c in 0..g.c_in {
@@ -188,17 +211,68 @@ fn scatter_rows<E: Float, const S: usize>(
         for u in 0..k {
             for v in 0..k {
                 let row = &dcols[((c * k + u) * k + v) * ld + off..][..hw];
-                for (i, src) in row.chunks_exact(wo).enumerate() {
+                for i in 0..ho {
+                    let src = &row[i * wo..][..wo];
                     let dst = &mut plane[(i * s + u) * wp + v..][..span];
                     if s == 1 {
                         dst.iter_mut().zip(src).for_each(|(d, &x)| *d += x);
                     } else {
-                        for (d, &x) in dst.iter_mut().step_by(s).zip(src) {
-                            *d += x;
+                        for j in 0..wo {
+                            dst[j * s] += src[j];
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixed-width and fixed-stride paths the reference CNN's layers
+    /// take give exactly the generic path's columns and accumulations.
+    #[test]
+    fn fixed_width_rows_equal_the_generic_rows() {
+        for (c_in, h, stride, wo) in [(1, 28, 1, 28), (8, 28, 2, 14), (16, 14, 2, 7)] {
+            let g = ConvGeom {
+                c_in,
+                h,
+                w: h,
+                c_out: 4,
+                k: 3,
+                stride,
+                pad: 1,
+            };
+            let (ho, w_out) = g.out_hw();
+            assert_eq!(w_out, wo);
+            let (hp, wp) = (h + 2, h + 2);
+            let xp: Vec<f32> = (0..c_in * hp * wp).map(|i| ((i * 37 % 101) as f32).sin()).collect();
+            let (ld, off) = (3 * ho * wo, ho * wo);
+            let mut a = vec![0.5f32; g.patch() * ld];
+            let mut b = a.clone();
+            type Gather = fn(&ConvGeom, usize, usize, usize, usize, &[f32], &mut [f32], usize, usize);
+            let fixed: Gather = match stride {
+                1 => gather_rows::<f32, 1, 0>,
+                _ if wo == 14 => gather_rows::<f32, 2, 14>,
+                _ => gather_rows::<f32, 2, 7>,
+            };
+            fixed(&g, ho, wo, hp, wp, &xp, &mut a, ld, off);
+            gather_rows::<f32, 0, 0>(&g, ho, wo, hp, wp, &xp, &mut b, ld, off);
+            assert_eq!(a, b);
+            let dcols: Vec<f32> = (0..g.patch() * ld).map(|i| ((i * 13 % 97) as f32).cos()).collect();
+            let mut da = xp.clone();
+            let mut db = xp.clone();
+            type Scatter = fn(&ConvGeom, usize, usize, usize, usize, &[f32], usize, usize, &mut [f32]);
+            let fixed: Scatter = match stride {
+                1 => scatter_rows::<f32, 1, 0>,
+                _ if wo == 14 => scatter_rows::<f32, 2, 14>,
+                _ => scatter_rows::<f32, 2, 7>,
+            };
+            fixed(&g, ho, wo, hp, wp, &dcols, ld, off, &mut da);
+            scatter_rows::<f32, 0, 0>(&g, ho, wo, hp, wp, &dcols, ld, off, &mut db);
+            assert_eq!(da, db);
         }
     }
 }
