@@ -169,6 +169,14 @@ impl ReproConfig {
         // keep k = 20 (no `seed_k50`).
         c.steer_mixed_only.seed_ks = vec![20];
         c.steer_mixed_only.walk_k = 20;
+        // ...and its walks (supervised and semi-supervised) take steps
+        // twice as long, at most half as many, recorded every other step:
+        // the same reach (α ≤ 1.8) and the same spacing of recorded points
+        // (0.08) for about half the walks' time (docs/results.md, "Cost of
+        // the steering stages"); the mixed-only runs have no thresholds.
+        c.steer_mixed_only.guarded.steps = 45;
+        c.steer_mixed_only.guarded.step_size = 0.04;
+        c.steer_mixed_only.guarded.record_every = 2;
         c
     }
 

@@ -50,7 +50,10 @@
 //! Also provided: stochastic Lanczos quadrature for spectral densities
 //! ([`slq()`](mod@slq)), Hutchinson trace estimation ([`hutchinson`], module [`trace`]), projected operators
 //! `P A P` with `P = I − Q Q^T` ([`Projected`]) and a dense symmetric
-//! eigensolver ([`dense`], used as an oracle and for the small problems).
+//! eigensolver ([`dense`]: Householder tridiagonalization and implicit QL,
+//! used as an oracle and for the small problems). The crate depends on
+//! `rand`, `rand_chacha` and `thiserror` only (and `proptest` with the
+//! `proptest` feature).
 //!
 //! ## Property-testing your own operator
 //!

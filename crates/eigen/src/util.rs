@@ -70,17 +70,33 @@ pub(crate) fn cgs_pass(q: &[f64], n: usize, m: usize, w: &mut [f64], acc: Option
 
 /// `out[:, j] = sum_i q[:, i] * y[i, j]` for the `n x m` column-major block `q`
 /// and the `m x p` column-major matrix `y` (leading dimension `ldy`).
+///
+/// Rows go in blocks of [`COMBINE_ROWS`] (a block of `q` stays in cache
+/// while every output column takes it in); within a block, each output
+/// entry sums over `i` in order, so the result does not depend on `n`'s
+/// blocking.
 pub(crate) fn combine(q: &[f64], n: usize, m: usize, y: &[f64], ldy: usize, p: usize) -> Vec<f64> {
     let mut out = vec![0.0; n * p];
     if n == 0 || m == 0 || p == 0 {
         return out;
     }
-    let qm = faer::MatRef::from_column_major_slice(&q[..n * m], n, m);
-    let ym = faer::MatRef::from_column_major_slice_with_stride(&y[..ldy * (p - 1) + m], m, p, ldy);
-    let om = faer::MatMut::from_column_major_slice_mut(&mut out, n, p);
-    faer::linalg::matmul::matmul(om, faer::Accum::Replace, qm, ym, 1.0, faer::Par::Seq);
+    let mut r0 = 0;
+    while r0 < n {
+        let r1 = (r0 + COMBINE_ROWS).min(n);
+        for j in 0..p {
+            let yj = &y[j * ldy..j * ldy + m];
+            let o = &mut out[j * n + r0..j * n + r1];
+            for (i, &yij) in yj.iter().enumerate() {
+                axpy(yij, &q[i * n + r0..i * n + r1], o);
+            }
+        }
+        r0 = r1;
+    }
     out
 }
+
+/// Rows per block of [`combine`].
+const COMBINE_ROWS: usize = 512;
 
 /// A Rademacher vector (entries ±1 with equal probability).
 pub(crate) fn rademacher(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f64> {
