@@ -5,7 +5,7 @@ Usage: python scripts/peer_dump.py PEER_SCRIPT OUT_DIR [batch] [f32|f64]
   PEER_SCRIPT is scripts/jax_hvp.py (run as-is via runpy: it prints its
   gradient/HVP timings and, with --eigsh, ARPACK's matvec counts).
 Writes OUT_DIR/{c1w,c1b,...,f2b,x,y}.npy. Then:
-  cargo run --release -p gensplit-hvp --example arpack_matvecs -- --peer OUT_DIR
+  cargo run --release -p gensplit-hvp --features examples --example arpack_matvecs -- --peer OUT_DIR
 Needs jax, scipy. Not used by CI.
 """
 import sys, runpy, pathlib

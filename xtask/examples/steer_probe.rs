@@ -4,7 +4,7 @@
 //! with the parameters given as `key=value` arguments, and prints each
 //! operating point (calibration and held-out).
 //!
-//! `cargo run -p xtask --example steer_probe -- step=0.02 steps=100 beta=1 kg=1 tol=0.01 w=1 lr=1e-4`
+//! `cargo run -p xtask --features examples --example steer_probe -- step=0.02 steps=100 beta=1 kg=1 tol=0.01 w=1 lr=1e-4`
 
 use anyhow::{Context, Result};
 use gensplit_hvp::{Curvature, HessianOperator};

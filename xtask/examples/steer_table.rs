@@ -1,5 +1,5 @@
 //! Prints the operating points of a `steer_*` artifact as a table:
-//! `cargo run -p xtask --example steer_table -- artifacts/steer_pretrained-<key>.bin`.
+//! `cargo run -p xtask --features examples --example steer_table -- artifacts/steer_pretrained-<key>.bin`.
 
 use anyhow::{Context, Result};
 use xtask::artifact::{decode, Key};

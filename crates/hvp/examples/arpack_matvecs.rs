@@ -8,11 +8,11 @@
 //! (Our random draws differ from numpy's, so the eigenvalues match only in
 //! scale: the peer saw 35.4, 26.5, 18.8.)
 //!
-//! `cargo run --release -p gensplit-hvp --example arpack_matvecs [batch] [tol] [max_basis] [k,k,..]`
+//! `cargo run --release -p gensplit-hvp --features examples --example arpack_matvecs [batch] [tol] [max_basis] [k,k,..]`
 //!
 //! Or, on the peer's exact parameters and batch (dumped by
 //! `scripts/peer_dump.py`, which also runs ARPACK on them):
-//! `cargo run --release -p gensplit-hvp --example arpack_matvecs -- --peer DIR`
+//! `cargo run --release -p gensplit-hvp --features examples --example arpack_matvecs -- --peer DIR`
 
 use gensplit_eigen::{lanczos, LanczosParams, NoObserver, Which};
 use gensplit_hvp::{Curvature, HessianOperator};

@@ -2,7 +2,7 @@
 //! quick look next to the JAX peer (`python scripts/jax_hvp.py B f32`).
 //! The criterion bench (`benches/hvp.rs`) is the measurement of record.
 //!
-//! `cargo run --release -p gensplit-hvp --example speed [batch] [f32|f64] [reps] [hvp|grad|cached]`
+//! `cargo run --release -p gensplit-hvp --features examples --example speed [batch] [f32|f64] [reps] [hvp|grad|cached]`
 //! (a final `hvp`, `grad` or `cached` runs only that and prints nothing, for
 //! a profiler).
 //!

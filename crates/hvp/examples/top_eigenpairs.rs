@@ -4,7 +4,7 @@
 //! random images with random labels, and runs Lanczos on exact HVPs of the
 //! mean cross-entropy. Then checks one eigenpair against a fresh HVP.
 //!
-//! `cargo run --release -p gensplit-hvp --example top_eigenpairs [batch] [k]`
+//! `cargo run --release -p gensplit-hvp --features examples --example top_eigenpairs [batch] [k]`
 
 use gensplit_eigen::{lanczos, LanczosParams, StepInfo, Which};
 use gensplit_hvp::{Curvature, HessianOperator};
