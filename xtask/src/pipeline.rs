@@ -534,9 +534,12 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     // priority: it takes the share of the cores that the CNN stages leave
     // idle instead of slowing them down, and its small matrix products
     // cost less CPU on one thread than on two (67 s against 79 s of wall
-    // time for `train_modadd` alone). With the CNN track cached it gets
-    // the machine. Every stage's result is the same on any number of
-    // threads (checked by the payload hashes), so this changes timings only.
+    // time for `train_modadd` alone). With the CNN track cached, or once
+    // it has finished, the next stages get the machine (the sphere searches
+    // run their starts in parallel; the last one used to run alone on one
+    // thread for about a minute at the end of a cold run). Every stage's
+    // result is the same on any number of threads (checked by the payload
+    // hashes), so this changes timings only.
     let background = !ctx.all_stored(CNN_TRACK);
     let mut pool = rayon::ThreadPoolBuilder::new()
         .num_threads(if background { 1 } else { rayon::current_num_threads() })
@@ -550,18 +553,24 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     let mut modadd_ctx = ctx.fork();
     modadd_ctx.background = background;
     let cancel = Arc::clone(&ctx.cancel);
+    let cnn_done = AtomicBool::new(!background);
+    let pools = TrackPools {
+        background: &modadd_pool,
+        cnn_done: &cnn_done,
+    };
     let (cnn, modadd) = std::thread::scope(|s| {
         let modadd_ctx = &mut modadd_ctx;
         let handle = std::thread::Builder::new()
             .name("modadd track".into())
             .spawn_scoped(s, || {
-                let r = modadd_pool.install(|| modadd_track(modadd_ctx, cfg));
+                let r = modadd_track(modadd_ctx, cfg, &pools);
                 if r.is_err() {
                     cancel.store(true, Ordering::Relaxed);
                 }
                 r
             });
         let cnn = cnn_track(ctx, cfg, &images);
+        cnn_done.store(true, Ordering::Relaxed);
         if cnn.is_err() {
             ctx.cancel.store(true, Ordering::Relaxed);
         }
@@ -739,29 +748,58 @@ struct ModaddTrack {
     sphere: Vec<crate::sphere::SphereResult>,
 }
 
+/// Where the modular-addition track runs a stage: on its one-thread,
+/// lowest-priority pool while the CNN track has work, on the whole machine
+/// (rayon's global pool, normal priority) once the CNN track is done.
+struct TrackPools<'a> {
+    background: &'a rayon::ThreadPool,
+    cnn_done: &'a AtomicBool,
+}
+
+impl TrackPools<'_> {
+    /// Runs `f` (one stage) on the pool chosen when it starts, with
+    /// `ctx.background` telling the stage's log line which one.
+    fn run<R: Send>(&self, ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> R + Send) -> R {
+        if self.cnn_done.load(Ordering::Relaxed) {
+            ctx.background = false;
+            f(ctx)
+        } else {
+            self.background.install(|| f(ctx))
+        }
+    }
+}
+
 /// The modular-addition stages: both trainings, the Hessian, both sphere
 /// searches.
-fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig) -> Result<ModaddTrack> {
-    let (_, modadd) = ctx.stage("train_modadd", || train_modadd(&cfg.modadd, "modadd"))?;
-    let (_, hessian_modadd) = ctx.stage("hessian_modadd", || {
-        let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
-        crate::hessian::run(
-            "modadd",
-            &modadd.trained,
-            &Dataset::from_modadd(&data.train),
-            &cfg.hessian_modadd,
-        )
+fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig, pools: &TrackPools) -> Result<ModaddTrack> {
+    let (_, modadd) = pools.run(ctx, |ctx| {
+        ctx.stage("train_modadd", || train_modadd(&cfg.modadd, "modadd"))
     })?;
-    let (_, modadd_seed2) = ctx.stage("train_modadd_seed2", || {
-        train_modadd(&cfg.modadd_seed2, "modadd seed 2")
+    let (_, hessian_modadd) = pools.run(ctx, |ctx| {
+        ctx.stage("hessian_modadd", || {
+            let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
+            crate::hessian::run(
+                "modadd",
+                &modadd.trained,
+                &Dataset::from_modadd(&data.train),
+                &cfg.hessian_modadd,
+            )
+        })
+    })?;
+    let (_, modadd_seed2) = pools.run(ctx, |ctx| {
+        ctx.stage("train_modadd_seed2", || {
+            train_modadd(&cfg.modadd_seed2, "modadd seed 2")
+        })
     })?;
     let mut sphere = Vec::new();
     for (label, recipe, result) in [
         ("modadd", &cfg.modadd, &modadd),
         ("modadd_seed2", &cfg.modadd_seed2, &modadd_seed2),
     ] {
-        let (_, r) = ctx.stage(&format!("sphere_{label}"), || {
-            crate::sphere::run(label, recipe, result, &cfg.sphere, label != "modadd")
+        let (_, r) = pools.run(ctx, |ctx| {
+            ctx.stage(&format!("sphere_{label}"), || {
+                crate::sphere::run(label, recipe, result, &cfg.sphere, label != "modadd")
+            })
         })?;
         sphere.push(r);
     }
