@@ -541,21 +541,29 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     // result is the same on any number of threads (checked by the payload
     // hashes), so this changes timings only.
     let background = !ctx.all_stored(CNN_TRACK);
-    let mut pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if background { 1 } else { rayon::current_num_threads() })
-        .thread_name(|i| format!("gensplit-modadd-{i}"));
-    if background {
-        pool = pool.start_handler(|_| lowest_priority());
-    }
-    let modadd_pool = pool
-        .build()
-        .context("building the modular-addition track's thread pool")?;
+    let build_pool = |threads: usize| {
+        let mut pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(if background {
+                threads
+            } else {
+                rayon::current_num_threads()
+            })
+            .thread_name(|i| format!("gensplit-modadd-{i}"));
+        if background {
+            pool = pool.start_handler(|_| lowest_priority());
+        }
+        pool.build()
+            .context("building the modular-addition track's thread pool")
+    };
+    let modadd_pool = build_pool(1)?;
+    let sphere_pool = build_pool(rayon::current_num_threads())?;
     let mut modadd_ctx = ctx.fork();
     modadd_ctx.background = background;
     let cancel = Arc::clone(&ctx.cancel);
     let cnn_done = AtomicBool::new(!background);
     let pools = TrackPools {
         background: &modadd_pool,
+        background_wide: &sphere_pool,
         cnn_done: &cnn_done,
     };
     let (cnn, modadd) = std::thread::scope(|s| {
@@ -748,21 +756,28 @@ struct ModaddTrack {
     sphere: Vec<crate::sphere::SphereResult>,
 }
 
-/// Where the modular-addition track runs a stage: on its one-thread,
-/// lowest-priority pool while the CNN track has work, on the whole machine
-/// (rayon's global pool, normal priority) once the CNN track is done.
+/// Where the modular-addition track runs a stage: while the CNN track has
+/// work, on a lowest-priority pool of one thread (trainings and the
+/// Hessian: their small products cost less CPU on one thread) or of as many
+/// threads as the global pool (`wide`: the sphere searches, whose starts
+/// run in parallel and so can use all the CPU the CNN stages leave idle);
+/// once the CNN track is done, on the whole machine (rayon's global pool,
+/// normal priority).
 struct TrackPools<'a> {
     background: &'a rayon::ThreadPool,
+    background_wide: &'a rayon::ThreadPool,
     cnn_done: &'a AtomicBool,
 }
 
 impl TrackPools<'_> {
     /// Runs `f` (one stage) on the pool chosen when it starts, with
     /// `ctx.background` telling the stage's log line which one.
-    fn run<R: Send>(&self, ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> R + Send) -> R {
+    fn run<R: Send>(&self, ctx: &mut Ctx, wide: bool, f: impl FnOnce(&mut Ctx) -> R + Send) -> R {
         if self.cnn_done.load(Ordering::Relaxed) {
             ctx.background = false;
             f(ctx)
+        } else if wide {
+            self.background_wide.install(|| f(ctx))
         } else {
             self.background.install(|| f(ctx))
         }
@@ -772,10 +787,10 @@ impl TrackPools<'_> {
 /// The modular-addition stages: both trainings, the Hessian, both sphere
 /// searches.
 fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig, pools: &TrackPools) -> Result<ModaddTrack> {
-    let (_, modadd) = pools.run(ctx, |ctx| {
+    let (_, modadd) = pools.run(ctx, false, |ctx| {
         ctx.stage("train_modadd", || train_modadd(&cfg.modadd, "modadd"))
     })?;
-    let (_, hessian_modadd) = pools.run(ctx, |ctx| {
+    let (_, hessian_modadd) = pools.run(ctx, false, |ctx| {
         ctx.stage("hessian_modadd", || {
             let data = gensplit_data::modular::generate(&cfg.modadd.data)?;
             crate::hessian::run(
@@ -786,7 +801,7 @@ fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig, pools: &TrackPools) -> Result<
             )
         })
     })?;
-    let (_, modadd_seed2) = pools.run(ctx, |ctx| {
+    let (_, modadd_seed2) = pools.run(ctx, false, |ctx| {
         ctx.stage("train_modadd_seed2", || {
             train_modadd(&cfg.modadd_seed2, "modadd seed 2")
         })
@@ -796,7 +811,7 @@ fn modadd_track(ctx: &mut Ctx, cfg: &ReproConfig, pools: &TrackPools) -> Result<
         ("modadd", &cfg.modadd, &modadd),
         ("modadd_seed2", &cfg.modadd_seed2, &modadd_seed2),
     ] {
-        let (_, r) = pools.run(ctx, |ctx| {
+        let (_, r) = pools.run(ctx, true, |ctx| {
             ctx.stage(&format!("sphere_{label}"), || {
                 crate::sphere::run(label, recipe, result, &cfg.sphere, label != "modadd")
             })
