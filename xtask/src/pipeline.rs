@@ -529,30 +529,24 @@ pub fn run_all(ctx: &mut Ctx, cfg: &ReproConfig, digits: &DigitSource) -> Result
     // Two tracks that share no stage run at the same time: the CNN's
     // (training, Hessians, per-layer table, steering, sphere search) and
     // modular addition's (two trainings, a Hessian, two sphere searches).
-    // While the CNN track has work, the modular-addition track runs on a
-    // thread pool of its own with one thread at the lowest scheduling
-    // priority: it takes the share of the cores that the CNN stages leave
-    // idle instead of slowing them down, and its small matrix products
-    // cost less CPU on one thread than on two (67 s against 79 s of wall
-    // time for `train_modadd` alone). With the CNN track cached, or once
-    // it has finished, the next stages get the machine (the sphere searches
-    // run their starts in parallel; the last one used to run alone on one
-    // thread for about a minute at the end of a cold run). Every stage's
-    // result is the same on any number of threads (checked by the payload
-    // hashes), so this changes timings only.
+    // While the CNN track has work, the modular-addition stages run on
+    // pools of their own at the lowest scheduling priority: they take the
+    // share of the cores that the CNN stages leave idle instead of slowing
+    // them down. The trainings and the Hessian get one thread (their small
+    // matrix products cost less CPU on one thread than on two: 67 s against
+    // 79 s of wall time for `train_modadd` alone), the sphere searches as
+    // many as the global pool (their starts run in parallel). A stage that
+    // starts when the CNN track is done (or cached) runs on the global pool
+    // at normal priority ([`TrackPools`]). Every stage's result is the same
+    // on any number of threads (checked by the payload hashes), so this
+    // changes timings only.
     let background = !ctx.all_stored(CNN_TRACK);
     let build_pool = |threads: usize| {
-        let mut pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(if background {
-                threads
-            } else {
-                rayon::current_num_threads()
-            })
-            .thread_name(|i| format!("gensplit-modadd-{i}"));
-        if background {
-            pool = pool.start_handler(|_| lowest_priority());
-        }
-        pool.build()
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gensplit-modadd-{i}"))
+            .start_handler(|_| lowest_priority())
+            .build()
             .context("building the modular-addition track's thread pool")
     };
     let modadd_pool = build_pool(1)?;

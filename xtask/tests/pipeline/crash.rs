@@ -91,7 +91,9 @@ fn sigkill_mid_stage_then_rerun_completes_and_reuses_only_verified_artifacts() {
     assert!(log.contains("stage 1/18 data: computing"), "{log}");
     let before = verified_artifacts(&out);
     let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
-    for stage in ["data", "train_cnn_mixed_only", "train_cnn_pretrained", "train_modadd"] {
+    // the CNN track's earlier stages (the modular-addition track's progress
+    // by then depends on the machine's load: it runs at the lowest priority)
+    for stage in ["data", "train_cnn_mixed_only", "train_cnn_pretrained"] {
         assert!(names.iter().any(|n| n.starts_with(&format!("{stage}-"))), "{names:?}");
     }
     run_and_kill(&out, "steer_pretrained", Duration::from_millis(200));
