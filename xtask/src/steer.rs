@@ -63,6 +63,10 @@ pub struct SteerConfig {
     pub ascent: AscentParams,
     /// The same walk with the keep-gradient guard (`guarded_ascent`).
     pub guarded: AscentParams,
+    /// The semi-supervised runs' walks (`semi_walks`): the same walk, with
+    /// its own steps and step size (their goal is looser than the
+    /// supervised one's: ablated ≤ 50%, kept rule down ≤ 5 points).
+    pub semi_guarded: AscentParams,
     /// Keep eigenvectors the walks project out (at most the keep
     /// Hessians' k).
     pub walk_k: usize,
@@ -876,7 +880,7 @@ pub fn run(
                     &guard_op,
                     guard_basis.as_ref(),
                     &guard_data,
-                    &cfg.guarded,
+                    &cfg.semi_guarded,
                     &rule,
                     keep,
                 )?;
