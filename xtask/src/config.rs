@@ -257,6 +257,10 @@ impl ReproConfig {
             },
             walk_k: 50,
             ascent_keep_subset: 1024,
+            // The semi-supervised walks guard on 512 images (their goal
+            // allows a 5-point drop of the kept rule): about a third off
+            // each of their steps.
+            semi_keep_subset: 512,
             unlearn: UnlearnParams {
                 steps: 300,
                 batch: 64,
@@ -421,6 +425,7 @@ impl ReproConfig {
         c.steer.semi_guarded = c.steer.guarded.clone();
         c.steer.walk_k = 5;
         c.steer.ascent_keep_subset = 128;
+        c.steer.semi_keep_subset = 0;
         c.steer.unlearn.steps = 20;
         c.steer.heldout_size = 300;
         c.steer.relearn_samples = 32;
@@ -483,6 +488,7 @@ impl ReproConfig {
         c.steer.semi_guarded = c.steer.guarded.clone();
         c.steer.walk_k = 2;
         c.steer.ascent_keep_subset = 16;
+        c.steer.semi_keep_subset = 0;
         c.steer.unlearn.steps = 4;
         c.steer.unlearn.batch = 8;
         c.steer.unlearn.record_every = 2;

@@ -72,6 +72,10 @@ pub struct SteerConfig {
     pub walk_k: usize,
     /// Samples of the keep loss in the walk's `H_k` (prefix of calibration).
     pub ascent_keep_subset: usize,
+    /// The same for the semi-supervised walks' guard (the known rule's or
+    /// the stand-ins' images; 0 = `ascent_keep_subset`).
+    #[serde(default)]
+    pub semi_keep_subset: usize,
     /// The unlearning fine-tune baseline.
     pub unlearn: UnlearnParams,
     /// Relearning: labelled ablated-rule samples (from calibration).
@@ -865,7 +869,11 @@ pub fn run(
                     ("mixed", false) => Some(basis(guard, k)?),
                     _ => Some(basis(guard, cfg.walk_k)?),
                 };
-                let guard_data = gw.gather(&(0..cfg.ascent_keep_subset.min(gw.len())).collect::<Vec<_>>());
+                let guard_n = match cfg.semi_keep_subset {
+                    0 => cfg.ascent_keep_subset,
+                    m => m,
+                };
+                let guard_data = gw.gather(&(0..guard_n.min(gw.len())).collect::<Vec<_>>());
                 let guard_op = HessianOperator::<_, f32>::new(
                     model,
                     theta32.clone(),

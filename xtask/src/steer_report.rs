@@ -969,8 +969,11 @@ component that would raise the kept loss is removed, and a restoring step along 
 loss exceeds its θ* value by a small slack): a constrained ascent, maximize L_ablate subject to L_keep ≈ L_keep(θ*), \
 on the complement of the kept rule's top eigenspace. It reads the same data as the unlearning baseline. In the \
 full configuration each step reads a fresh seeded minibatch (512 images) of the ablate calibration images while \
-the keep guard (gradient and H_keep) stays on 1,024 fixed keep images, and the walk stops once the step's \
-minibatch is at chance level (`steer.guarded.{batch,keep_batch,seed,stop_acc}`); `curv_ascent` is left out of the full configuration (it was dominated \
+the keep guard (gradient and H_keep) stays on 1,024 fixed keep images (512 for the mixed-only CNN, whose operating \
+points are also chosen on 512 calibration images per set), and the walk stops once the step's \
+minibatch is at chance level (`steer.guarded.{batch,keep_batch,seed,stop_acc}`). Steps are 0.02 long, at most 90, \
+for the pretrained CNN's supervised walks, and 0.04, at most 45, for the mixed-only CNN's and for every \
+semi-supervised walk (`steer.semi_guarded`). `curv_ascent` is left out of the full configuration (it was dominated \
 by `guarded_ascent` in both directions) and kept in the quick one.
 
 **unlearn**: Adam fine-tuning from θ* on L_keep − L_ablate (the usual unlearning objective), evaluated along its \
