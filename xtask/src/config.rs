@@ -175,9 +175,7 @@ impl ReproConfig {
         // and the same spacing of recorded points (0.08) for about half the
         // walks' time (docs/results.md, "Cost of the steering stages"); the
         // mixed-only runs have no thresholds.
-        c.steer_mixed_only.guarded.steps = 45;
-        c.steer_mixed_only.guarded.step_size = 0.04;
-        c.steer_mixed_only.guarded.record_every = 2;
+        c.steer_mixed_only.guarded = c.steer_mixed_only.semi_guarded.clone();
         // ...and it reads half the calibration data: operating points
         // chosen on 512 images per set instead of 1,024, and the walks'
         // keep guard (curvature product and gradient) on 512 keep images.
