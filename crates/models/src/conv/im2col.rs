@@ -233,18 +233,29 @@ mod tests {
 
     /// [`Patcher`]'s dispatch (fixed widths and strides for the reference
     /// CNN's layers) gives exactly the generic path's columns and
-    /// accumulations.
+    /// accumulations: the reference CNN's three layers, and geometries with
+    /// no padding (col2im then adds straight into dx), odd padded widths,
+    /// stride 3, k = 1 and k = 5, and non-square images.
     #[test]
     fn fixed_width_rows_equal_the_generic_rows() {
-        for (c_in, h, stride) in [(1, 28, 1), (8, 28, 2), (16, 14, 2)] {
+        for (c_in, h, w, k, stride, pad) in [
+            (1, 28, 28, 3, 1, 1),
+            (8, 28, 28, 3, 2, 1),
+            (16, 14, 14, 3, 2, 1),
+            (3, 9, 9, 3, 2, 0),
+            (2, 11, 8, 3, 3, 1),
+            (2, 10, 13, 5, 2, 2),
+            (1, 7, 6, 1, 2, 0),
+            (2, 6, 9, 2, 2, 1),
+        ] {
             let g = ConvGeom {
                 c_in,
                 h,
-                w: h,
+                w,
                 c_out: 4,
-                k: 3,
+                k,
                 stride,
-                pad: 1,
+                pad,
             };
             let mut pt = Patcher::<f32>::new(&g);
             let (ho, wo, hp, wp) = (pt.ho, pt.wo, pt.hp, pt.wp);
@@ -253,31 +264,39 @@ mod tests {
             let mut xp = vec![0.0f32; c_in * hp * wp];
             for c in 0..c_in {
                 for y in 0..h {
-                    let d = (c * hp + y + 1) * wp + 1;
-                    xp[d..d + h].copy_from_slice(&x[(c * h + y) * h..][..h]);
+                    let d = (c * hp + y + pad) * wp + pad;
+                    xp[d..d + w].copy_from_slice(&x[(c * h + y) * w..][..w]);
                 }
             }
             let (ld, off) = (3 * ho * wo, ho * wo);
             let mut a = vec![0.5f32; g.patch() * ld];
             let mut b = a.clone();
+            // twice: the second call reuses the buffers the first one wrote
+            pt.im2col(&x, &mut a, ld, off);
             pt.im2col(&x, &mut a, ld, off);
             gather_rows::<f32, 0, 0>(&g, ho, wo, hp, wp, &xp, &mut b, ld, off);
-            assert_eq!(a, b, "im2col, stride {stride}");
+            assert_eq!(a, b, "im2col, {g:?}");
             let dcols: Vec<f32> = (0..g.patch() * ld).map(|i| ((i * 13 % 97) as f32).cos()).collect();
             let mut da = x.clone();
             pt.col2im_add(&dcols, ld, off, &mut da);
+            let mut db = x.clone();
+            if pad == 0 {
+                // no padding: col2im adds straight into dx
+                scatter_rows::<f32, 0, 0>(&g, ho, wo, hp, wp, &dcols, ld, off, &mut db);
+                assert_eq!(da, db, "col2im, {g:?}");
+                continue;
+            }
             let mut dp = vec![0.0f32; c_in * hp * wp];
             scatter_rows::<f32, 0, 0>(&g, ho, wo, hp, wp, &dcols, ld, off, &mut dp);
-            let mut db = x.clone();
             for c in 0..c_in {
                 for y in 0..h {
-                    let s = (c * hp + y + 1) * wp + 1;
-                    for (d, v) in db[(c * h + y) * h..][..h].iter_mut().zip(&dp[s..s + h]) {
+                    let s = (c * hp + y + pad) * wp + pad;
+                    for (d, v) in db[(c * h + y) * w..][..w].iter_mut().zip(&dp[s..s + w]) {
                         *d += v;
                     }
                 }
             }
-            assert_eq!(da, db, "col2im, stride {stride}");
+            assert_eq!(da, db, "col2im, {g:?}");
         }
     }
 }
