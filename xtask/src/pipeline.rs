@@ -236,12 +236,15 @@ pub fn keys(plan: &[StageSpec], code: &Code) -> Result<BTreeMap<String, Key>> {
 /// full run (with the modular-addition track running beside them) plus a
 /// fifth; the modular-addition stages' times when they run alone on both
 /// cores (beside the CNN stages they take longer, on idle CPU, and the
-/// progress line says so). A CPU without AVX-512 takes up to twice as
-/// long. Quick preset: [`QUICK_ESTIMATES`]. Other configurations print the
-/// preset's.
+/// progress line says so). A CPU without AVX-512 takes about twice as
+/// long (1.8–2.3 times on a first-generation AMD Zen): once stages worth
+/// [`Pace::MIN_EVIDENCE`] estimated seconds have run, the progress lines
+/// scale these by the pace measured so far ([`estimate_phrase`]). Quick
+/// preset: [`QUICK_ESTIMATES`]. Other configurations print the preset's.
 pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
     let full = [
-        ("data", 5.0),
+        // the fixtures are read before the first stage starts
+        ("data", 1.0),
         ("train_cnn_mixed_only", 30.0),
         ("train_cnn_pretrained", 115.0),
         ("train_modadd", 95.0),
@@ -263,6 +266,52 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
     table.iter().find(|(n, _)| *n == stage).map(|(_, s)| *s)
+}
+
+/// How fast this machine runs the stages relative to [`estimate_seconds`]:
+/// the summed wall times and estimates of the stages computed so far in the
+/// foreground (background stages run on idle CPU, so their times say
+/// nothing about the machine). Shared by the tracks of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pace {
+    /// Seconds the measured stages took.
+    pub actual: f64,
+    /// Seconds [`estimate_seconds`] gave for them.
+    pub estimated: f64,
+}
+
+impl Pace {
+    /// Estimated seconds of measured stages below which the pace is not
+    /// used (one short stage says little).
+    pub const MIN_EVIDENCE: f64 = 20.0;
+
+    /// `estimate` scaled by this machine's pace so far (`actual /
+    /// estimated`, held within 0.25–8), or `None` while fewer than
+    /// [`Pace::MIN_EVIDENCE`] estimated seconds were measured.
+    pub fn scale(&self, estimate: f64) -> Option<f64> {
+        (self.estimated >= Self::MIN_EVIDENCE && self.actual.is_finite())
+            .then(|| estimate * (self.actual / self.estimated).clamp(0.25, 8.0))
+    }
+}
+
+/// The progress line's time estimate for a stage: the reference machine's
+/// `estimate` (2 cores with AVX-512) while `pace` has too little evidence,
+/// then the estimate at this machine's pace so far.
+pub fn estimate_phrase(estimate: Option<f64>, pace: &Pace, background: bool) -> String {
+    let shown = estimate.map(|s| match pace.scale(s) {
+        Some(t) => (t, "at this machine's pace so far"),
+        None => (s, "on 2 cores"),
+    });
+    match (shown, background) {
+        (Some((s, how)), false) if s >= 1.0 => format!(" (about {} {how})", human_seconds(s)),
+        (Some(_), false) => " (about a second)".to_string(),
+        (Some((s, how)), true) => format!(
+            " in the background, on CPU the CNN stages leave idle (about {} alone, {how})",
+            human_seconds(s.max(1.0))
+        ),
+        (None, true) => " in the background".to_string(),
+        (None, false) => String::new(),
+    }
 }
 
 /// [`estimate_seconds`] of the quick preset: one quick run's stage times on
@@ -339,6 +388,9 @@ pub struct Ctx {
     /// This context's stages run in the background, on CPU another track
     /// leaves idle (said in their progress lines).
     pub background: bool,
+    /// This machine's pace so far, shared by every track of the run
+    /// (scales the progress lines' estimates).
+    pub pace: Arc<std::sync::Mutex<Pace>>,
 }
 
 impl Ctx {
@@ -354,6 +406,7 @@ impl Ctx {
             order: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             background: false,
+            pace: Arc::default(),
         }
     }
 
@@ -371,6 +424,7 @@ impl Ctx {
             order: self.order.clone(),
             cancel: Arc::clone(&self.cancel),
             background: false,
+            pace: Arc::clone(&self.pace),
         }
     }
 
@@ -434,22 +488,21 @@ impl Ctx {
                 Err(e) => tracing::warn!("stage {stage}: unusable cached artifact, recomputing: {e}"),
             }
         }
-        let estimate = match (estimate_seconds(stage, self.quick), self.background) {
-            (Some(s), false) if s >= 1.0 => format!(" (about {} on 2 cores)", human_seconds(s)),
-            (Some(_), false) => " (about a second)".to_string(),
-            (Some(s), true) => format!(
-                " in the background, on CPU the CNN stages leave idle (about {} alone on 2 cores)",
-                human_seconds(s.max(1.0))
-            ),
-            (None, true) => " in the background".to_string(),
-            (None, false) => String::new(),
-        };
+        let reference = estimate_seconds(stage, self.quick);
+        let pace = self.pace.lock().map(|p| *p).unwrap_or_default();
+        let estimate = estimate_phrase(reference, &pace, self.background);
         tracing::info!(
             "stage {n}/{total} {stage}: computing{estimate}, key {}",
             &key.hex()[..16]
         );
         let value = compute().with_context(|| format!("stage `{stage}`"))?;
         let seconds = t0.elapsed().as_secs_f64();
+        if let (Some(est), false) = (reference, self.background) {
+            if let Ok(mut p) = self.pace.lock() {
+                p.actual += seconds;
+                p.estimated += est;
+            }
+        }
         let path = self.store.save(stage, &key, &value, seconds)?;
         tracing::info!(stage, seconds = format!("{seconds:.1}"), path = %path.display(), "done");
         self.runs.push(StageRun {

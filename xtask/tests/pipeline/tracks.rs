@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use xtask::artifact::{Key, Store};
-use xtask::pipeline::{Cancelled, Ctx};
+use xtask::pipeline::{estimate_phrase, estimate_seconds, Cancelled, Ctx, Pace};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gensplit-tracks-{name}-{}", std::process::id()));
@@ -90,4 +90,85 @@ fn a_failure_on_one_track_stops_the_stages_the_other_has_not_started() {
         "{msg}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The machine's pace is shared by the tracks of a run: a foreground stage
+/// adds its wall time and its estimate, a background stage adds nothing,
+/// and a cached stage adds nothing.
+#[test]
+fn the_pace_counts_computed_foreground_stages_of_every_track() {
+    let dir = tmp("pace");
+    let mut main = ctx(&dir);
+    let mut background = main.fork();
+    background.background = true;
+    let mut other = main.fork();
+    background.stage("train_modadd", || Ok(vec![1u32])).unwrap();
+    assert_eq!(*main.pace.lock().unwrap(), Pace::default());
+    // the quick preset's estimates: 1 s for train_cnn_mixed_only, 3 s for hessian_digits
+    other.stage("train_cnn_mixed_only", || Ok(vec![2u32])).unwrap();
+    main.stage("hessian_digits", || Ok(vec![3u32])).unwrap();
+    let p = *main.pace.lock().unwrap();
+    let want =
+        estimate_seconds("train_cnn_mixed_only", true).unwrap() + estimate_seconds("hessian_digits", true).unwrap();
+    assert_eq!(p.estimated, want);
+    assert!(p.actual > 0.0 && p.actual < 60.0, "{p:?}");
+    // served from the cache: no change
+    let mut again = ctx(&dir);
+    again.pace = main.pace.clone();
+    again
+        .stage("hessian_digits", || -> anyhow::Result<Vec<u32>> {
+            panic!("must be cached")
+        })
+        .unwrap();
+    assert_eq!(*main.pace.lock().unwrap(), p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The progress line's estimate: the reference machine's until the pace
+/// has [`Pace::MIN_EVIDENCE`] estimated seconds behind it, then scaled by
+/// it (within 0.25–8 times).
+#[test]
+fn estimates_follow_the_measured_pace() {
+    let none = Pace::default();
+    assert_eq!(estimate_phrase(Some(50.0), &none, false), " (about 50 s on 2 cores)");
+    assert_eq!(estimate_phrase(Some(0.5), &none, false), " (about a second)");
+    assert_eq!(estimate_phrase(None, &none, false), "");
+    assert_eq!(estimate_phrase(None, &none, true), " in the background");
+    let little = Pace {
+        actual: 30.0,
+        estimated: 10.0,
+    };
+    assert_eq!(little.scale(50.0), None);
+    assert_eq!(estimate_phrase(Some(50.0), &little, false), " (about 50 s on 2 cores)");
+    // twice as slow as the reference
+    let slow = Pace {
+        actual: 100.0,
+        estimated: 50.0,
+    };
+    assert_eq!(slow.scale(50.0), Some(100.0));
+    assert_eq!(
+        estimate_phrase(Some(300.0), &slow, false),
+        " (about 10 min at this machine's pace so far)"
+    );
+    assert_eq!(
+        estimate_phrase(Some(30.0), &slow, true),
+        " in the background, on CPU the CNN stages leave idle (about 60 s alone, at this machine's pace so far)"
+    );
+    // held within 0.25–8 times
+    assert_eq!(
+        Pace {
+            actual: 1.0,
+            estimated: 100.0
+        }
+        .scale(40.0),
+        Some(10.0)
+    );
+    assert_eq!(
+        Pace {
+            actual: 1e4,
+            estimated: 100.0
+        }
+        .scale(10.0),
+        Some(80.0)
+    );
 }
