@@ -233,11 +233,12 @@ pub fn keys(plan: &[StageSpec], code: &Code) -> Result<BTreeMap<String, Key>> {
 
 /// Rough compute time of a stage on the 2-core development machine (AVX-512),
 /// for the progress line. Full preset: the CNN stages' times in one idle
-/// full run (with the modular-addition track running beside them) plus a
-/// fifth; the modular-addition stages' times when they run alone on both
-/// cores (beside the CNN stages they take longer, on idle CPU, and the
-/// progress line says so). A CPU without AVX-512 takes about twice as
-/// long (1.8–2.3 times on a first-generation AMD Zen): once stages worth
+/// full run (fb79d38's fresh clone, with the modular-addition track running
+/// beside them) plus a fifth; the modular-addition stages' times when they
+/// run alone on both cores (beside the CNN stages they take longer, on idle
+/// CPU, and the progress line says so). A CPU without AVX-512 takes about
+/// twice as long (1.8–2.3 times the fb79d38 run's stage times on a
+/// first-generation AMD Zen): once stages worth
 /// [`Pace::MIN_EVIDENCE`] estimated seconds have run, the progress lines
 /// scale these by the pace measured so far ([`estimate_phrase`]). Quick
 /// preset: [`QUICK_ESTIMATES`]. Other configurations print the preset's.
@@ -245,23 +246,23 @@ pub fn estimate_seconds(stage: &str, quick: bool) -> Option<f64> {
     let full = [
         // the fixtures are read before the first stage starts
         ("data", 1.0),
-        ("train_cnn_mixed_only", 30.0),
-        ("train_cnn_pretrained", 115.0),
+        ("train_cnn_mixed_only", 24.0),
+        ("train_cnn_pretrained", 96.0),
         ("train_modadd", 95.0),
-        ("hessian_digits", 50.0),
-        ("hessian_patterns", 40.0),
-        ("hessian_mixed", 20.0),
-        ("hessian_mixed_only_digits", 30.0),
-        ("hessian_mixed_only_patterns", 25.0),
-        ("hessian_mixed_only_mixed", 20.0),
+        ("hessian_digits", 42.0),
+        ("hessian_patterns", 35.0),
+        ("hessian_mixed", 17.0),
+        ("hessian_mixed_only_digits", 25.0),
+        ("hessian_mixed_only_patterns", 20.0),
+        ("hessian_mixed_only_mixed", 17.0),
         ("hessian_modadd", 5.0),
         ("train_modadd_seed2", 75.0),
-        ("hessian_blocks", 80.0),
-        ("steer_pretrained", 305.0),
-        ("steer_mixed_only", 325.0),
+        ("hessian_blocks", 65.0),
+        ("steer_pretrained", 181.0),
+        ("steer_mixed_only", 136.0),
         ("sphere_modadd", 60.0),
         ("sphere_modadd_seed2", 40.0),
-        ("sphere_cnn", 25.0),
+        ("sphere_cnn", 18.0),
     ];
     let quick_t = QUICK_ESTIMATES;
     let table: &[(&str, f64)] = if quick { &quick_t } else { &full };
