@@ -290,8 +290,13 @@ impl Pace {
     /// estimated`, held within 0.25–8), or `None` while fewer than
     /// [`Pace::MIN_EVIDENCE`] estimated seconds were measured.
     pub fn scale(&self, estimate: f64) -> Option<f64> {
-        (self.estimated >= Self::MIN_EVIDENCE && self.actual.is_finite())
-            .then(|| estimate * (self.actual / self.estimated).clamp(0.25, 8.0))
+        (self.estimated >= Self::MIN_EVIDENCE).then(|| estimate * (self.actual / self.estimated).clamp(0.25, 8.0))
+    }
+
+    /// Adds one computed stage: its wall time and its estimate.
+    pub fn record(&mut self, seconds: f64, estimate: f64) {
+        self.actual += seconds;
+        self.estimated += estimate;
     }
 }
 
@@ -500,8 +505,7 @@ impl Ctx {
         let seconds = t0.elapsed().as_secs_f64();
         if let (Some(est), false) = (reference, self.background) {
             if let Ok(mut p) = self.pace.lock() {
-                p.actual += seconds;
-                p.estimated += est;
+                p.record(seconds, est);
             }
         }
         let path = self.store.save(stage, &key, &value, seconds)?;

@@ -104,7 +104,7 @@ fn the_pace_counts_computed_foreground_stages_of_every_track() {
     let mut other = main.fork();
     background.stage("train_modadd", || Ok(vec![1u32])).unwrap();
     assert_eq!(*main.pace.lock().unwrap(), Pace::default());
-    // the quick preset's estimates: 1 s for train_cnn_mixed_only, 3 s for hessian_digits
+    // two foreground stages, on two tracks (the quick preset's estimates)
     other.stage("train_cnn_mixed_only", || Ok(vec![2u32])).unwrap();
     main.stage("hessian_digits", || Ok(vec![3u32])).unwrap();
     let p = *main.pace.lock().unwrap();
