@@ -18,6 +18,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use xtask::{config, stages, workspace_root};
 
 // mimalloc as the global allocator, keeping freed memory (one setup for
@@ -119,14 +121,18 @@ struct ReproduceArgs {
 
 fn main() -> Result<()> {
     keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    let (filter, bad_filter) = xtask::progress::log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| xtask::progress::LogWriter)
+                .with_ansi(colour_logs()),
         )
-        .with_writer(|| xtask::progress::LogWriter)
-        .with_ansi(colour_logs())
+        .with(filter)
         .init();
+    if let Some(why) = bad_filter {
+        tracing::warn!("RUST_LOG ignored ({why}); logging at info");
+    }
     let mut strict = false;
     let (export, args, req) = match Cli::parse().cmd {
         Cmd::Reproduce(r) => {

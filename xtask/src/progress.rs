@@ -49,3 +49,31 @@ impl Write for LogWriter {
         std::io::stderr().flush()
     }
 }
+
+/// The log's filter from `RUST_LOG` (`spec`): comma-separated directives,
+/// each a level (`debug`: the default for every target) or `target=level`
+/// (`xtask::steer=debug`: that module and those below it); a bare word that
+/// is not a level names a target, at every level. Unset or blank means
+/// `info`. A spec that does not parse also gives `info`, with the
+/// reason as the second value, for a warning (the log is not up yet).
+///
+/// ```
+/// use tracing::level_filters::LevelFilter;
+/// let (f, bad) = xtask::progress::log_filter(Some("warn,xtask::steer=debug"));
+/// assert!(bad.is_none());
+/// assert_eq!(f.default_level(), Some(LevelFilter::WARN));
+/// let (f, bad) = xtask::progress::log_filter(Some("xtask=loud"));
+/// assert!(bad.is_some());
+/// assert_eq!(f.default_level(), Some(LevelFilter::INFO));
+/// ```
+pub fn log_filter(spec: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let info = Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (info, None),
+        Some(s) => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info, Some(format!("`{s}`: {e}"))),
+        },
+    }
+}

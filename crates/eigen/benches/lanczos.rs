@@ -1,6 +1,8 @@
 //! Solver overhead: top-5 Lanczos on a cheap 30000-dimensional diagonal
 //! operator with an NN-Hessian-like spectrum (the matvec itself is ~free, so
 //! this measures orthogonalization, small eigenproblems and restarts).
+//!
+//! Run: `cargo bench -p gensplit-eigen --features bench --bench lanczos`.
 
 // `criterion_group!` generates an undocumented function.
 #![allow(missing_docs)]

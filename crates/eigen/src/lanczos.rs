@@ -288,6 +288,18 @@ pub fn lanczos<A: LinearOperator + ?Sized>(
     params: &LanczosParams,
     observer: &mut dyn Observer,
 ) -> Result<EigenResult, LanczosError> {
+    // One compiled solver for every operator type: the matvec is called
+    // through a vtable (nothing next to the matvec's own cost), and crates
+    // that call `lanczos` with their operators link to this crate's code
+    // instead of compiling the solver again for each type.
+    lanczos_dyn(&op, params, observer)
+}
+
+fn lanczos_dyn(
+    op: &dyn LinearOperator,
+    params: &LanczosParams,
+    observer: &mut dyn Observer,
+) -> Result<EigenResult, LanczosError> {
     let n = op.dim();
     if n == 0 {
         return Err(LanczosError::EmptyOperator);
@@ -358,8 +370,8 @@ struct Candidate {
     src: Src,
 }
 
-struct Solver<'a, A: ?Sized> {
-    op: &'a A,
+struct Solver<'a> {
+    op: &'a dyn LinearOperator,
     n: usize,
     k: usize,
     m_max: usize,
@@ -393,8 +405,15 @@ struct Solver<'a, A: ?Sized> {
 /// Relative size of `β` below which the Krylov space counts as invariant.
 const BREAKDOWN_EPS: f64 = 1e3 * f64::EPSILON;
 
-impl<'a, A: LinearOperator + ?Sized> Solver<'a, A> {
-    fn new(op: &'a A, n: usize, k: usize, m_max: usize, params: &LanczosParams, start: Vec<f64>) -> Self {
+impl<'a> Solver<'a> {
+    fn new(
+        op: &'a dyn LinearOperator,
+        n: usize,
+        k: usize,
+        m_max: usize,
+        params: &LanczosParams,
+        start: Vec<f64>,
+    ) -> Self {
         let ld = m_max + 1;
         let mut v = vec![0.0; n * (m_max + 1)];
         v[..n].copy_from_slice(&start);

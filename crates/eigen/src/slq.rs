@@ -178,6 +178,11 @@ pub enum SlqError {
 /// assert!((r.pooled.integrate(|t| t) - 49.5).abs() < 1e-9);
 /// ```
 pub fn slq<A: LinearOperator + ?Sized>(op: &A, params: &SlqParams) -> Result<SlqResult, SlqError> {
+    // One compiled body for every operator type (see `lanczos`).
+    slq_dyn(&op, params)
+}
+
+fn slq_dyn(op: &dyn LinearOperator, params: &SlqParams) -> Result<SlqResult, SlqError> {
     let n = op.dim();
     if n == 0 {
         return Err(SlqError::EmptyOperator);

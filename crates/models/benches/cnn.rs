@@ -2,6 +2,8 @@
 //! CNN's loss gradient at batch 256 and 1024 (f32). Peer numbers on this
 //! machine kind (JAX jit, XLA CPU, 2 cores): gradient 21 ms at 256, 184 ms
 //! at 1024 (`scripts/jax_hvp.py`).
+//!
+//! Run: `cargo bench -p gensplit-models --features bench --bench cnn`.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
