@@ -144,19 +144,20 @@ impl Store {
     /// and recomputes).
     pub fn load<T: DeserializeOwned>(&self, stage: &str, key: &Key) -> Result<Option<T>, ArtifactError> {
         let path = self.path(stage, key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(ArtifactError::Io { path, source }),
-        };
-        decode(&bytes, key, &path).map(Some)
+        match read_artifact(&path)? {
+            Some(bytes) => decode(&bytes, key, &path).map(Some),
+            None => Ok(None),
+        }
     }
     /// Writes an artifact atomically (temp file + rename) and, beside it, a
     /// `.meta.json` sidecar with the seconds it took to compute (kept out of
     /// the artifact so that artifacts are bit-identical); returns its path.
     pub fn save<T: Serialize>(&self, stage: &str, key: &Key, value: &T, seconds: f64) -> Result<PathBuf> {
+        self.save_encoded(stage, key, &encode(key, value)?, seconds)
+    }
+    fn save_encoded(&self, stage: &str, key: &Key, bytes: &[u8], seconds: f64) -> Result<PathBuf> {
         let path = self.path(stage, key);
-        write_atomic(&path, &encode(key, value)?)?;
+        write_atomic(&path, bytes)?;
         let meta = serde_json::json!({ "stage": stage, "key": key.hex(), "compute_seconds": seconds });
         write_atomic(
             &path.with_extension("meta.json"),
@@ -181,6 +182,18 @@ impl Store {
     pub fn compute_seconds(&self, stage: &str, key: &Key) -> Option<f64> {
         let text = std::fs::read_to_string(self.path(stage, key).with_extension("meta.json")).ok()?;
         serde_json::from_str::<serde_json::Value>(&text).ok()?["compute_seconds"].as_f64()
+    }
+}
+
+/// An artifact's bytes; `None` when there is no such file.
+fn read_artifact(path: &Path) -> Result<Option<Vec<u8>>, ArtifactError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ArtifactError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use gensplit_models::Dataset;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -459,7 +460,31 @@ impl Ctx {
         stage: &str,
         compute: impl FnOnce() -> Result<T>,
     ) -> Result<(Key, T)> {
+        // Only what needs `T` is generic (loading, computing, saving); the
+        // bookkeeping around it is compiled once, not once per artifact type.
         let t0 = Instant::now();
+        let (key, n) = self.stage_key(stage)?;
+        if !self.force {
+            match self.store.load::<T>(stage, &key) {
+                Ok(Some(v)) => {
+                    self.record_cached(stage, &key, n, t0);
+                    return Ok((key, v));
+                }
+                Ok(None) => {}
+                Err(e) => self.unusable_artifact(stage, e)?,
+            }
+        }
+        let reference = self.announce(stage, &key, n);
+        let value = compute().with_context(|| format!("stage `{stage}`"))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let path = self.store.save(stage, &key, &value, seconds)?;
+        self.record_computed(stage, &key, reference, seconds, &path);
+        Ok((key, value))
+    }
+
+    /// The stage's planned key and its 1-based position in the plan, or an
+    /// error when it is not planned or the run was cancelled.
+    fn stage_key(&self, stage: &str) -> Result<(Key, usize)> {
         let key = *self
             .keys
             .get(stage)
@@ -471,29 +496,42 @@ impl Ctx {
             .into());
         }
         let n = self.order.iter().position(|s| s == stage).unwrap_or(self.runs.len()) + 1;
-        let total = self.keys.len();
-        if !self.force {
-            match self.store.load::<T>(stage, &key) {
-                Ok(Some(v)) => {
-                    tracing::info!("stage {n}/{total} {stage}: cached ({})", &key.hex()[..16]);
-                    let compute_seconds = self.store.compute_seconds(stage, &key);
-                    self.runs.push(StageRun {
-                        stage: stage.into(),
-                        key: key.hex(),
-                        cached: true,
-                        seconds: t0.elapsed().as_secs_f64(),
-                        compute_seconds,
-                        payload_sha256: self.store.payload_sha256(stage, &key),
-                    });
-                    return Ok((key, v));
-                }
-                Ok(None) => {}
-                Err(e @ crate::artifact::ArtifactError::Io { .. }) => {
-                    return Err(anyhow::Error::new(e).context(format!("stage `{stage}`")));
-                }
-                Err(e) => tracing::warn!("stage {stage}: unusable cached artifact, recomputing: {e}"),
+        Ok((key, n))
+    }
+
+    /// A cached artifact that could not be used: an I/O error is the
+    /// stage's error; a corrupt or mismatched one is a warning (the stage
+    /// is recomputed).
+    fn unusable_artifact(&self, stage: &str, e: crate::artifact::ArtifactError) -> Result<()> {
+        match e {
+            e @ crate::artifact::ArtifactError::Io { .. } => {
+                Err(anyhow::Error::new(e).context(format!("stage `{stage}`")))
+            }
+            e => {
+                tracing::warn!("stage {stage}: unusable cached artifact, recomputing: {e}");
+                Ok(())
             }
         }
+    }
+
+    fn record_cached(&mut self, stage: &str, key: &Key, n: usize, t0: Instant) {
+        let total = self.keys.len();
+        tracing::info!("stage {n}/{total} {stage}: cached ({})", &key.hex()[..16]);
+        let compute_seconds = self.store.compute_seconds(stage, key);
+        self.runs.push(StageRun {
+            stage: stage.into(),
+            key: key.hex(),
+            cached: true,
+            seconds: t0.elapsed().as_secs_f64(),
+            compute_seconds,
+            payload_sha256: self.store.payload_sha256(stage, key),
+        });
+    }
+
+    /// Logs that the stage is computing, with its time estimate; returns the
+    /// reference estimate (seconds), if the stage has one.
+    fn announce(&self, stage: &str, key: &Key, n: usize) -> Option<f64> {
+        let total = self.keys.len();
         let reference = estimate_seconds(stage, self.quick);
         let pace = self.pace.lock().map(|p| *p).unwrap_or_default();
         let estimate = estimate_phrase(reference, &pace, self.background);
@@ -501,14 +539,15 @@ impl Ctx {
             "stage {n}/{total} {stage}: computing{estimate}, key {}",
             &key.hex()[..16]
         );
-        let value = compute().with_context(|| format!("stage `{stage}`"))?;
-        let seconds = t0.elapsed().as_secs_f64();
+        reference
+    }
+
+    fn record_computed(&mut self, stage: &str, key: &Key, reference: Option<f64>, seconds: f64, path: &Path) {
         if let (Some(est), false) = (reference, self.background) {
             if let Ok(mut p) = self.pace.lock() {
                 p.record(seconds, est);
             }
         }
-        let path = self.store.save(stage, &key, &value, seconds)?;
         tracing::info!(stage, seconds = format!("{seconds:.1}"), path = %path.display(), "done");
         self.runs.push(StageRun {
             stage: stage.into(),
@@ -516,9 +555,8 @@ impl Ctx {
             cached: false,
             seconds,
             compute_seconds: Some(seconds),
-            payload_sha256: self.store.payload_sha256(stage, &key),
+            payload_sha256: self.store.payload_sha256(stage, key),
         });
-        Ok((key, value))
     }
 }
 
