@@ -518,11 +518,16 @@ impl Ctx {
         let total = self.keys.len();
         tracing::info!("stage {n}/{total} {stage}: cached ({})", &key.hex()[..16]);
         let compute_seconds = self.store.compute_seconds(stage, key);
+        self.push_run(stage, key, true, t0.elapsed().as_secs_f64(), compute_seconds);
+    }
+
+    /// Appends the stage's record (its payload hash read from the artifact).
+    fn push_run(&mut self, stage: &str, key: &Key, cached: bool, seconds: f64, compute_seconds: Option<f64>) {
         self.runs.push(StageRun {
             stage: stage.into(),
             key: key.hex(),
-            cached: true,
-            seconds: t0.elapsed().as_secs_f64(),
+            cached,
+            seconds,
             compute_seconds,
             payload_sha256: self.store.payload_sha256(stage, key),
         });
@@ -549,14 +554,7 @@ impl Ctx {
             }
         }
         tracing::info!(stage, seconds = format!("{seconds:.1}"), path = %path.display(), "done");
-        self.runs.push(StageRun {
-            stage: stage.into(),
-            key: key.hex(),
-            cached: false,
-            seconds,
-            compute_seconds: Some(seconds),
-            payload_sha256: self.store.payload_sha256(stage, key),
-        });
+        self.push_run(stage, key, false, seconds, Some(seconds));
     }
 }
 
