@@ -1,4 +1,5 @@
-//! Criterion benches: the conv op (forward + backward) and the reference
+//! Criterion benches: the conv op (forward + backward), the reference CNN's
+//! logits on 1,024 images (inference against the tape-free dfdx forward), and the reference
 //! CNN's loss gradient at batch 256 and 1024 (f32). Peer numbers on this
 //! machine kind (JAX jit, XLA CPU, 2 cores): gradient 21 ms at 256, 184 ms
 //! at 1024 (`scripts/jax_hvp.py`).
@@ -13,7 +14,7 @@ gensplit_models::mimalloc_allocator!();
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gensplit_models::conv::{backward_raw, forward_raw, ConvGeom};
-use gensplit_models::{loss_and_grad, Cnn, CnnConfig, Inputs, Model};
+use gensplit_models::{evaluate_logits, evaluate_logits_primal, loss_and_grad, Cnn, CnnConfig, Inputs, Model};
 use rand::{Rng, SeedableRng};
 
 fn conv(c: &mut Criterion) {
@@ -96,5 +97,29 @@ fn gradient(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, gradient);
+/// Logits of the reference CNN on 1,024 images (the evaluation pass of the
+/// steering sweeps): the inference forward (`evaluate_logits`, conv
+/// activations on the host) against the tape-free dfdx forward it replaced
+/// (`evaluate_logits_primal`), side by side in one run; the logits are
+/// equal bit for bit.
+fn logits(c: &mut Criterion) {
+    keep_freed_memory();
+    let cnn = Cnn::new(&CnnConfig::default()).unwrap();
+    let theta: Vec<f32> = cnn.init(0);
+    let n = 1024usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
+    let pixels: Vec<f32> = (0..n * 784).map(|_| rng.gen()).collect();
+    let inputs = Inputs::Images { pixels: &pixels };
+    let mut group = c.benchmark_group("cnn_logits_1024_f32");
+    group.sample_size(20);
+    group.bench_function("infer", |bch| {
+        bch.iter(|| evaluate_logits(&cnn, &theta, &inputs).unwrap())
+    });
+    group.bench_function("primal", |bch| {
+        bch.iter(|| evaluate_logits_primal(&cnn, &theta, &inputs).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv, gradient, logits);
 criterion_main!(benches);

@@ -9,8 +9,10 @@
 //!   sphere-search perturbations later all live in this coordinate system.
 //! * **Each forward is written once**, generically over the [`Ops`] trait
 //!   ([`Model::forward`]). [`Primal`] runs it on taped dfdx tensors (training,
-//!   gradients, evaluation); the `gensplit-hvp` crate runs the *same* code on
-//!   (primal, tangent) pairs to get exact Hessian-vector products.
+//!   gradients), [`infer::Infer`] without a tape (evaluation: the same values,
+//!   with the conv activations kept on the host); the `gensplit-hvp` crate
+//!   runs the *same* code on (primal, tangent) pairs to get exact
+//!   Hessian-vector products.
 //! * dfdx has no convolution on stable Rust, so [`conv`] adds a
 //!   differentiable conv2d op from outside (im2col + GEMM, parallel over the
 //!   batch), tested against a naive reference and finite differences.
@@ -29,6 +31,7 @@
 pub mod cnn;
 pub mod conv;
 pub mod fourier;
+pub mod infer;
 pub mod layout;
 pub mod mlp;
 pub mod model;
@@ -40,7 +43,7 @@ pub use conv::ConvGeom;
 pub use layout::{Block, BlockId, ParamLayout};
 pub use mlp::{ModMlp, ModMlpConfig};
 pub use model::{AnyModel, Inputs, Model, ModelError};
-pub use ops::{evaluate_logits, loss_and_grad, LossGrad, Ops, Primal};
+pub use ops::{evaluate_logits, evaluate_logits_primal, loss_and_grad, LossGrad, Ops, Primal};
 pub use train::{
     evaluate, train, AdamW, AdamWConfig, CurvePoint, DataInputs, Dataset, Eval, Progress, Schedule, TrainConfig,
     TrainLog,

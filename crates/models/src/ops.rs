@@ -5,8 +5,10 @@
 //! of [`Ops`]; an implementation decides what an activation is:
 //!
 //! * [`Primal`]: a rank-2 dfdx tensor `[batch, features]`, taped (training,
-//!   gradients) or not (evaluation). Parameters are slices of one flat θ
-//!   tensor, so `∂L/∂θ` comes out as one flat vector.
+//!   gradients) or not. Parameters are slices of one flat θ tensor, so
+//!   `∂L/∂θ` comes out as one flat vector.
+//! * [`crate::infer::Infer`]: evaluation without a tape; conv activations
+//!   stay host buffers (the same values as [`Primal`] without a tape).
 //! * `gensplit_hvp::Dual` (other crate): a (primal, tangent) pair giving the
 //!   forward-mode directional derivative, used for exact Hessian-vector
 //!   products by reverse-over-forward.
@@ -72,13 +74,13 @@ impl<E: Float, O: Ops<E>> Ops<E> for Unfused<'_, O> {
 /// Primal implementation: parameters are slices of the flat tensor θ, with
 /// tape `T` ([`Taped`] to get gradients, [`NoneTape`] to evaluate).
 pub struct Primal<'a, E: Float, T> {
-    dev: Dev,
-    layout: &'a ParamLayout,
+    pub(crate) dev: Dev,
+    pub(crate) layout: &'a ParamLayout,
     theta: T1<E>,
     /// True right after [`Ops::images`]: the next conv's input is data and
     /// needs no gradient (every other op clears it).
     input_pending: bool,
-    blocks: BlockTracker,
+    pub(crate) blocks: BlockTracker,
     _tape: std::marker::PhantomData<T>,
 }
 
@@ -385,8 +387,33 @@ where
     })
 }
 
-/// Logits `[n, classes]` (row-major) at θ, without a tape.
+/// Logits `[n, classes]` (row-major) at θ, without a tape (the forward
+/// runs on [`crate::infer::Infer`]: the same values as on [`Primal`], with
+/// the conv activations kept on the host).
 pub fn evaluate_logits<M: Model + ?Sized, E: Float>(
+    model: &M,
+    theta: &[E],
+    inputs: &Inputs,
+) -> Result<Vec<E>, ModelError>
+where
+    Dev: Device<E>,
+{
+    if theta.len() != model.layout().len() {
+        return Err(ModelError::ThetaLength {
+            expected: model.layout().len(),
+            got: theta.len(),
+        });
+    }
+    model.check_inputs(inputs)?;
+    let mut ops = crate::infer::Infer::try_new(model.layout(), theta)?;
+    let logits = model.forward(&mut ops, inputs)?;
+    ops.finish()?;
+    Ok(crate::infer::Infer::into_host(logits))
+}
+
+/// [`evaluate_logits`] on [`Primal`] with no tape (dfdx tensors all the
+/// way): the oracle [`crate::infer::Infer`] is tested against.
+pub fn evaluate_logits_primal<M: Model + ?Sized, E: Float>(
     model: &M,
     theta: &[E],
     inputs: &Inputs,

@@ -978,3 +978,62 @@ fn row_access_and_conv_geometry_are_checked() {
     }
     assert_eq!(ConvGeom { stride: 0, ..ok }.checked_out_features(), None);
 }
+
+/// Logits of `model` at θ on [`infer::Infer`] (fused, and with every fused
+/// op replaced by its composition), bit for bit against the tape-free
+/// [`Primal`] forward.
+fn assert_infer_equals_primal<M: Model, E: Float>(model: &M, theta: &[E], inputs: &Inputs)
+where
+    dfdx::tensor::Cpu: dfdx::tensor_ops::Device<E>,
+{
+    let bits = |v: &[E]| v.iter().map(|x| x.f64().to_bits()).collect::<Vec<_>>();
+    let want = evaluate_logits_primal(model, theta, inputs).unwrap();
+    let got = evaluate_logits(model, theta, inputs).unwrap();
+    assert_eq!(bits(&got), bits(&want), "fused inference forward");
+    let mut ops = infer::Infer::try_new(model.layout(), theta).unwrap();
+    let z = model.forward(&mut ops::Unfused(&mut ops), inputs).unwrap();
+    ops.finish().unwrap();
+    assert_eq!(
+        bits(&infer::Infer::into_host(z)),
+        bits(&want),
+        "unfused inference forward"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Inference keeps the conv activations on the host and skips the ReLU
+    /// masks; the logits are the tape-free dfdx forward's, bit for bit, in
+    /// f32 and f64, for CNN widths and batch sizes around the conv kernel's
+    /// chunk of 8 samples, and for the modular MLP.
+    #[test]
+    fn infer_logits_equal_the_primal_forward_bit_for_bit(
+        c1 in 1usize..5, c2 in 1usize..5, c3 in 1usize..5, hidden in 1usize..9,
+        n in 1usize..21, seed in any::<u64>(),
+    ) {
+        let cnn = Cnn::new(&CnnConfig { channels: [c1, c2, c3], hidden, classes: 10 }).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let pixels: Vec<f32> = (0..n * 784).map(|_| rng.gen_range(0.0..1.0)).collect();
+        let inputs = Inputs::Images { pixels: &pixels };
+        let th64: Vec<f64> = cnn.init(seed);
+        let th32: Vec<f32> = cnn.init(seed);
+        assert_infer_equals_primal(&cnn, &th64, &inputs);
+        assert_infer_equals_primal(&cnn, &th32, &inputs);
+        let mlp = ModMlp::new(&ModMlpConfig { p: 7, embed: 3, hidden }).unwrap();
+        let a: Vec<u32> = (0..n).map(|_| rng.gen_range(0..7)).collect();
+        let b: Vec<u32> = (0..n).map(|_| rng.gen_range(0..7)).collect();
+        let tokens = Inputs::Tokens { a: &a, b: &b };
+        assert_infer_equals_primal(&mlp, &mlp.init::<f32>(seed), &tokens);
+    }
+}
+
+/// The reference CNN at its full width on a batch that is not a multiple of
+/// the chunk: inference equals the tape-free dfdx forward bit for bit.
+#[test]
+fn infer_matches_primal_on_the_reference_cnn() {
+    let cnn = Cnn::new(&CnnConfig::default()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let pixels: Vec<f32> = (0..37 * 784).map(|_| rng.gen_range(0.0..1.0)).collect();
+    assert_infer_equals_primal(&cnn, &cnn.init::<f32>(3), &Inputs::Images { pixels: &pixels });
+}

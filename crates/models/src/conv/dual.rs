@@ -8,7 +8,7 @@
 //! `∂L/∂ẋ`) across products at one θ and batch.
 
 use super::geometry::ConvGeom;
-use super::kernel::{chunked_backward, chunked_forward, chunked_im2col, chunked_tangent, Forward};
+use super::kernel::{chunked_backward, chunked_forward, chunked_im2col, chunked_tangent, Activation, Forward};
 use super::op::add_into;
 use crate::{cpu_slice, cpu_vec, host_vec, take_grad, Dev, Float, Taped, T1, T2};
 use dfdx::prelude::*;
@@ -225,7 +225,16 @@ where
         }
         None => {
             let bv = host_vec(&b);
-            let Forward { z, zd, mask } = chunked_forward(g, &xv, xdv.as_deref(), &wv, Some((v, c)), &bv, n, relu);
+            let Forward { z, zd, mask } = chunked_forward(
+                g,
+                &xv,
+                xdv.as_deref(),
+                &wv,
+                Some((v, c)),
+                &bv,
+                n,
+                Activation::relu_if(relu),
+            );
             let z = dev.tensor_from_vec(z, (n, g.out_features()));
             let mask = match cache {
                 Some(cc) => {

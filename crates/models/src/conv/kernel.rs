@@ -21,7 +21,30 @@ pub const CHUNK: usize = 8;
 
 /// Forward pass on plain buffers: `y = conv(x, W, b)`, `[n, O·Ho·Wo]`.
 pub fn forward_raw<E: Float>(g: &ConvGeom, x: &[E], w: &[E], b: &[E], n: usize) -> Vec<E> {
-    chunked_forward(g, x, None, w, None, b, n, false).z
+    chunked_forward(g, x, None, w, None, b, n, Activation::Identity).z
+}
+
+/// What [`chunked_forward`] applies to `z = W·cols + b` on the way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `z` itself.
+    Identity,
+    /// `a = max(z, 0)`, recording the mask `1[z > 0]` a backward pass or a
+    /// tangent needs.
+    Relu,
+    /// `a = max(z, 0)` without the mask (inference: nothing reads it).
+    ReluNoMask,
+}
+
+impl Activation {
+    /// [`Activation::Relu`] when `relu`, else [`Activation::Identity`].
+    pub(crate) fn relu_if(relu: bool) -> Self {
+        if relu {
+            Self::Relu
+        } else {
+            Self::Identity
+        }
+    }
 }
 
 /// Gradients of one conv call: `(dx, dw, db)`.
@@ -61,7 +84,7 @@ pub fn dual_forward_raw<E: Float>(
 ) -> (Vec<E>, Vec<E>) {
     assert_eq!(v.len(), g.weight_len());
     assert_eq!(c.len(), g.c_out);
-    let out = chunked_forward(g, x, xdot, w, Some((v, c)), b, n, false);
+    let out = chunked_forward(g, x, xdot, w, Some((v, c)), b, n, Activation::Identity);
     (out.z, out.zd.expect("tangent requested"))
 }
 
@@ -171,8 +194,9 @@ pub(crate) struct Forward<E> {
 /// `[W; V]·cols` is one GEMM with `m·Ho·Wo` columns; the result is copied
 /// back to per-sample NCHW rows with the bias added. With `tangent =
 /// Some((V, c))` also returns `ż = W·colsᵈ + V·cols + c` (`ẋ = 0` when
-/// `xdot` is `None`). With `relu`, returns `a = max(z, 0)`, `ȧ = 1[z > 0]·ż`
-/// and the mask instead.
+/// `xdot` is `None`). With [`Activation::Relu`], returns `a = max(z, 0)`,
+/// `ȧ = 1[z > 0]·ż` and the mask instead; with [`Activation::ReluNoMask`]
+/// (no tangent), `a` alone.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn chunked_forward<E: Float>(
     g: &ConvGeom,
@@ -182,7 +206,7 @@ pub(crate) fn chunked_forward<E: Float>(
     tangent: Option<(&[E], &[E])>,
     b: &[E],
     n: usize,
-    relu: bool,
+    act: Activation,
 ) -> Forward<E> {
     let (ho, wo) = g.out_hw();
     let hw = ho * wo;
@@ -191,6 +215,10 @@ pub(crate) fn chunked_forward<E: Float>(
     assert!(xdot.is_none_or(|xd| xd.len() == n * fin));
     assert_eq!(w.len(), g.weight_len());
     assert_eq!(b.len(), o);
+    assert!(
+        !(tangent.is_some() && act == Activation::ReluNoMask),
+        "a tangent through a ReLU needs its mask"
+    );
     // [W; V] stacked, so one GEMM gives both W·cols and V·cols.
     let wv: Vec<E> = match tangent {
         Some((v, _)) => w.iter().chain(v).copied().collect(),
@@ -200,7 +228,7 @@ pub(crate) fn chunked_forward<E: Float>(
     let nch = n.div_ceil(CHUNK);
     let mut z = vec![E::zero(); n * fout];
     let mut zd = tangent.map(|_| vec![E::zero(); n * fout]);
-    let mut mask = relu.then(|| vec![false; n * fout]);
+    let mut mask = (act == Activation::Relu).then(|| vec![false; n * fout]);
     let zd_chunks = opt_chunks(zd.as_deref_mut(), fout * CHUNK, nch);
     let mask_chunks = opt_chunks(mask.as_deref_mut(), fout * CHUNK, nch);
     z.par_chunks_mut(fout * CHUNK)
@@ -217,9 +245,10 @@ pub(crate) fn chunked_forward<E: Float>(
                 wk.pt.im2col_chunk(&x[lo * fin..hi * fin], cols);
                 let out = sized(&mut wk.out, rows * l);
                 matmul(rows, l, patch, out, false, &wv, patch, 1, cols, l, 1);
-                let post = match mc.as_deref_mut() {
-                    Some(mc) => Post::Relu(mc),
-                    None => Post::Plain,
+                let post = match (mc.as_deref_mut(), act) {
+                    (Some(mc), _) => Post::Relu(mc),
+                    (None, Activation::ReluNoMask) => Post::ReluOnly,
+                    (None, _) => Post::Plain,
                 };
                 unpack_rows(&out[..o * l], b, zc, hw, fout, post);
                 if let (Some((_, c)), Some(zdc)) = (tangent, zdc) {
@@ -324,6 +353,8 @@ enum Post<'a> {
     Plain,
     /// `max(z, 0)`, recording `1[z > 0]` (same layout as `dst`).
     Relu(&'a mut [bool]),
+    /// `max(z, 0)` (the same values as [`Post::Relu`], no mask).
+    ReluOnly,
     /// `z` where the mask (same layout as `dst`) is true, else 0.
     Masked(&'a [bool]),
 }
@@ -347,6 +378,10 @@ fn unpack_rows<E: Float>(src: &[E], bias: &[E], dst: &mut [E], hw: usize, fout: 
                         *d = if *k { z } else { E::zero() };
                     }
                 }
+                Post::ReluOnly => row.iter_mut().zip(sr).for_each(|(d, &v)| {
+                    let z = v + bo;
+                    *d = if z > E::zero() { z } else { E::zero() };
+                }),
                 Post::Masked(m) => {
                     for ((d, &v), &k) in row.iter_mut().zip(sr).zip(&m[at..at + hw]) {
                         *d = if k { v + bo } else { E::zero() };

@@ -6,7 +6,7 @@
 //! `∂L/∂z = 1[z > 0]·∂L/∂a`.
 
 use super::geometry::ConvGeom;
-use super::kernel::{chunked_backward, chunked_forward, Forward};
+use super::kernel::{chunked_backward, chunked_forward, Activation, Forward};
 use crate::{cpu_slice, cpu_vec, host_vec, take_grad, Dev, Float, T1, T2};
 use dfdx::prelude::*;
 use dfdx::tensor::{Merge, Tape};
@@ -96,7 +96,13 @@ where
     let (b, tb) = b.split_tape();
     let mut tape = tx.merge(tw).merge(tb);
     let (wv, xv, bv) = (host_vec(&w), host_vec(&x), host_vec(&b));
-    let Forward { z: y, mask, .. } = chunked_forward(g, &xv, None, &wv, None, &bv, n, relu);
+    // Without a tape nothing reads the ReLU's mask: skip it.
+    let act = match (relu, TX::OWNS_TAPE) {
+        (false, _) => Activation::Identity,
+        (true, true) => Activation::Relu,
+        (true, false) => Activation::ReluNoMask,
+    };
+    let Forward { z: y, mask, .. } = chunked_forward(g, &xv, None, &wv, None, &bv, n, act);
     let dev = x.device().clone();
     let out = dev.tensor_from_vec(y, (n, g.out_features()));
     if TX::OWNS_TAPE {
