@@ -213,7 +213,7 @@ where
 
     fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
         let n = pixels.len() / features;
-        let x: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
+        let x: Vec<E> = E::from_f32s(pixels);
         DualAct {
             primal: self
                 .dev

@@ -110,7 +110,7 @@ where
 
     fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
         InferAct::Host {
-            v: pixels.iter().map(|&p| E::of(p as f64)).collect(),
+            v: E::from_f32s(pixels),
             rows: pixels.len() / features,
             cols: features,
         }

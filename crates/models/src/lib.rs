@@ -60,6 +60,10 @@ pub trait Float:
     fn of(x: f64) -> Self;
     /// Converts to `f64`.
     fn f64(self) -> f64;
+    /// Converts `f32` values (the datasets' storage type), exactly: a copy
+    /// for `f32` (one `memcpy`, the same values as `of(x as f64)`), widening
+    /// for `f64`.
+    fn from_f32s(v: &[f32]) -> Vec<Self>;
 }
 impl Float for f32 {
     fn of(x: f64) -> Self {
@@ -68,6 +72,9 @@ impl Float for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    fn from_f32s(v: &[f32]) -> Vec<Self> {
+        v.to_vec()
+    }
 }
 impl Float for f64 {
     fn of(x: f64) -> Self {
@@ -75,6 +82,9 @@ impl Float for f64 {
     }
     fn f64(self) -> f64 {
         self
+    }
+    fn from_f32s(v: &[f32]) -> Vec<Self> {
+        v.iter().map(|&x| x as f64).collect()
     }
 }
 

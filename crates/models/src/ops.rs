@@ -219,7 +219,7 @@ where
     fn images(&mut self, pixels: &[f32], features: usize) -> Self::Act {
         let n = pixels.len() / features;
         self.input_pending = true;
-        let v: Vec<E> = pixels.iter().map(|&p| E::of(p as f64)).collect();
+        let v: Vec<E> = E::from_f32s(pixels);
         self.dev.tensor_from_vec(v, (n, features)).put_tape(T::default())
     }
 
@@ -298,13 +298,7 @@ pub fn check_batch<M: Model + ?Sized, E>(
     inputs: &Inputs,
     labels: &[u32],
 ) -> Result<usize, ModelError> {
-    if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength {
-            expected: model.layout().len(),
-            got: theta.len(),
-        });
-    }
-    let n = model.check_inputs(inputs)?;
+    let n = check_unlabelled(model, theta, inputs)?;
     if labels.len() != n {
         return Err(ModelError::LabelCount {
             inputs: n,
@@ -387,6 +381,18 @@ where
     })
 }
 
+/// θ's length and the inputs checked against `model` (the unlabelled
+/// half of [`check_batch`]); returns the batch size.
+fn check_unlabelled<M: Model + ?Sized, E>(model: &M, theta: &[E], inputs: &Inputs) -> Result<usize, ModelError> {
+    if theta.len() != model.layout().len() {
+        return Err(ModelError::ThetaLength {
+            expected: model.layout().len(),
+            got: theta.len(),
+        });
+    }
+    model.check_inputs(inputs)
+}
+
 /// Logits `[n, classes]` (row-major) at θ, without a tape (the forward
 /// runs on [`crate::infer::Infer`]: the same values as on [`Primal`], with
 /// the conv activations kept on the host).
@@ -398,13 +404,7 @@ pub fn evaluate_logits<M: Model + ?Sized, E: Float>(
 where
     Dev: Device<E>,
 {
-    if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength {
-            expected: model.layout().len(),
-            got: theta.len(),
-        });
-    }
-    model.check_inputs(inputs)?;
+    check_unlabelled(model, theta, inputs)?;
     let mut ops = crate::infer::Infer::try_new(model.layout(), theta)?;
     let logits = model.forward(&mut ops, inputs)?;
     ops.finish()?;
@@ -421,13 +421,7 @@ pub fn evaluate_logits_primal<M: Model + ?Sized, E: Float>(
 where
     Dev: Device<E>,
 {
-    if theta.len() != model.layout().len() {
-        return Err(ModelError::ThetaLength {
-            expected: model.layout().len(),
-            got: theta.len(),
-        });
-    }
-    model.check_inputs(inputs)?;
+    check_unlabelled(model, theta, inputs)?;
     let dev = Dev::default();
     let th = dev.tensor_from_vec(theta.to_vec(), (theta.len(),));
     let mut ops: Primal<E, NoneTape> = Primal::try_new(model.layout(), th)?;

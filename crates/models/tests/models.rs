@@ -1037,3 +1037,19 @@ fn infer_matches_primal_on_the_reference_cnn() {
     let pixels: Vec<f32> = (0..37 * 784).map(|_| rng.gen_range(0.0..1.0)).collect();
     assert_infer_equals_primal(&cnn, &cnn.init::<f32>(3), &Inputs::Images { pixels: &pixels });
 }
+
+proptest! {
+    /// `Float::from_f32s` (a copy for f32) gives the values of `of(x as f64)`
+    /// element by element, bit for bit, for every non-NaN f32 (the data
+    /// loaders reject NaN pixels).
+    #[test]
+    fn from_f32s_is_of_each_value(v in proptest::collection::vec(any::<f32>().prop_filter("not NaN", |x| !x.is_nan()), 0..64)) {
+        let f32s = <f32 as Float>::from_f32s(&v);
+        let f64s = <f64 as Float>::from_f32s(&v);
+        for (i, &x) in v.iter().enumerate() {
+            prop_assert_eq!(f32s[i].to_bits(), <f32 as Float>::of(x as f64).to_bits());
+            prop_assert_eq!(f64s[i].to_bits(), <f64 as Float>::of(x as f64).to_bits());
+        }
+        prop_assert_eq!((f32s.len(), f64s.len()), (v.len(), v.len()));
+    }
+}
