@@ -39,6 +39,12 @@ pub enum InferAct<E: Float> {
 
 /// The inference implementation of [`Ops`] (no tape, no gradients): conv
 /// layers on host buffers, everything else on [`Primal`]'s dfdx ops.
+///
+/// # Panics
+/// A conv method panics when its input's width differs from the geometry's
+/// input features, as [`crate::conv::conv2d`] does: a model builds both
+/// from one validated layout, and [`crate::evaluate_logits`] checks user
+/// inputs with [`crate::Model::check_inputs`] before the forward runs.
 pub struct Infer<'a, E: Float> {
     primal: Primal<'a, E, NoneTape>,
     theta: &'a [E],
